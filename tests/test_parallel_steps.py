@@ -12,8 +12,9 @@ from flax import nnx
 
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.model.qwen2 import Qwen2
-from skill1_jax.parallel.distributed import global_batch_from_local, initialize_distributed
-from skill1_jax.parallel.pmap import make_pmap_train_step, replica_mesh, replicate, shard_rows
+from skill1_jax.parallel.distributed import initialize_distributed
+from skill1_jax.rl.batch import global_batch_from_local
+from skill1_jax.rl.pmap_step import make_pmap_train_step, replica_mesh, replicate, shard_rows
 from skill1_jax.parallel.sharding import make_mesh
 from skill1_jax.rl.batch import batch_shardings
 from skill1_jax.rl.config import RLConfig

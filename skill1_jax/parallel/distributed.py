@@ -2,8 +2,8 @@
 
 One JAX process runs per host (multi-controller). Every process calls ``initialize_distributed()`` before any other
 JAX call, builds the same global mesh (``make_mesh`` over ``jax.devices()``, which then lists all hosts' devices)
-and runs the same jitted step. Each host feeds only its own rows: ``global_batch_from_local`` assembles the
-host-local NumPy batches into one global, row-sharded ``TrainBatch`` without any cross-host copy.
+and runs the same jitted step. Each host feeds only its own rows: ``rl.batch.global_batch_from_local`` assembles
+the host-local NumPy batches into one global, row-sharded ``TrainBatch`` without any cross-host copy.
 
 Switch: pass arguments, or set ``SKILL1_JAX_DISTRIBUTED=1`` (on Cloud TPU pods and SLURM, JAX then discovers the
 coordinator, process count and index by itself; elsewhere also set ``SKILL1_COORDINATOR=host:port``,
@@ -14,13 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
 
 import jax
-from jax.sharding import Mesh
 
-from skill1_jax.parallel.sharding import DEFAULT_RULES
-from skill1_jax.rl.batch import TrainBatch, batch_shardings
 
 log = logging.getLogger(__name__)
 ENV_SWITCH = "SKILL1_JAX_DISTRIBUTED"
@@ -60,13 +56,3 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def is_coordinator() -> bool:
     """True on process 0 (the one that writes checkpoints, metrics and the skill library)."""
     return jax.process_index() == 0
-
-
-def global_batch_from_local(local: TrainBatch, mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES) -> TrainBatch:
-    """Assembles each process's rows (NumPy ``TrainBatch``) into one global row-sharded batch.
-
-    The global batch has ``process_count × local rows`` rows; process p's rows are placed on p's devices. With one
-    process this is an explicit ``device_put`` with the training shardings.
-    """
-    shardings = batch_shardings(mesh, rules)
-    return jax.tree.map(lambda sharding, x: jax.make_array_from_process_local_data(sharding, x), shardings, local)

@@ -40,6 +40,7 @@ from textworld.envs.pddl import PddlEnv
 from textworld.envs.pddl import logic as pddl_logic
 
 from skill1_jax.envs import base
+from skill1_jax.envs.alfworld_grammar import FastGrammar
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,13 @@ def _split_dir(data_root: pathlib.Path, split: str) -> pathlib.Path:
 
 @functools.cache
 def _game_logic(domain: str, grammar: str) -> pddl_logic.GameLogic:
-    """One parsed domain+grammar per process (~0.2 s of TatSu parsing each; every ALFWorld game embeds the same)."""
-    return pddl_logic.GameLogic(domain=domain, grammar=grammar)
+    """One parsed domain+grammar per process (~0.2 s of TatSu parsing each; every ALFWorld game embeds the same).
+
+    Its text grammar is swapped for `FastGrammar`, which derives the same text without re-parsing (steps ~10x faster).
+    """
+    logic = pddl_logic.GameLogic(domain=domain, grammar=grammar)
+    logic.grammar = FastGrammar(logic.grammar)
+    return logic
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import random
 import subprocess
 import sys
 
@@ -11,17 +11,16 @@ import pytest
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 
-from skill1_jax.envs import alfworld, base
+from skill1_jax.envs import alfworld, base, task_panels
 
-# One game per (split, task type) covers all six task types and all three splits; two of them are also played in
-# plain TextWorld side by side (that doubles their cost, so not all six: the suite budget is 150 s on 2 cores).
+# One game per (split, task type) covers all six task types and all three splits.
 REPLAY = [
-    ("train", "pick_and_place_simple", False),
-    ("train", "pick_two_obj_and_place", True),
-    ("valid_seen", "look_at_obj_in_light", False),
-    ("valid_seen", "pick_heat_then_place_in_recep", True),
-    ("valid_unseen", "pick_clean_then_place_in_recep", False),
-    ("valid_unseen", "pick_cool_then_place_in_recep", False),
+    ("train", "pick_and_place_simple"),
+    ("train", "pick_two_obj_and_place"),
+    ("valid_seen", "look_at_obj_in_light"),
+    ("valid_seen", "pick_heat_then_place_in_recep"),
+    ("valid_unseen", "pick_clean_then_place_in_recep"),
+    ("valid_unseen", "pick_cool_then_place_in_recep"),
 ]
 
 
@@ -57,27 +56,78 @@ def _reference(data_root, task):
     return textworld.start(game_file, request_infos=infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
 
 
-def test_panels_list_the_manifest_games_in_sorted_order_with_their_hashes(env, manifest):
-    for split, size in [("train", 480), ("valid_seen", 140), ("valid_unseen", 134)]:
+def _transcripts(env, data_root, task, choose):
+    """(ours, unmodified TextWorld's) transcripts: observation, admissible actions, reward, done, won per turn.
+
+    ``choose(turn, admissible)`` picks each action (None ends the episode); both sides play the same actions.
+    """
+    reference = _reference(data_root, task)
+    try:
+        ref = reference.reset()
+        obs, info = env.reset(task)
+        ours = [(obs, info[base.ADMISSIBLE], 0.0, False, False)]
+        theirs = [(ref["feedback"], [c for c in ref["admissible_commands"] if c != "help"], 0.0, False, ref["won"])]
+        turn = 0
+        while (action := choose(turn, info[base.ADMISSIBLE])) is not None:
+            obs, reward, done, info = env.step(action)
+            ours.append((obs, info[base.ADMISSIBLE], reward, done, info[base.WON]))
+            ref, score, ref_done = reference.step(action)
+            theirs.append((ref["feedback"], [c for c in ref["admissible_commands"] if c != "help"], float(score),
+                           ref_done, ref["won"]))
+            turn += 1
+    finally:
+        reference.close()
+    return ours, theirs
+
+
+def test_panels_list_the_manifest_games_in_sorted_order_with_their_hashes(env, data_root, manifest):
+    for split, size, source in [("train", 480, f"built from {data_root.absolute()}"), ("valid_seen", 140, "pinned"),
+                                ("valid_unseen", 134, "pinned")]:
         want = sorted(
             (m["game"].removeprefix("json_2.1.1/").removesuffix("/game.tw-pddl"), m["game_sha256"], m["task_type"])
             for m in manifest
             if m["split"] == split
         )
-        panel = alfworld.load_panel(split)
+        panel = alfworld.split_panel(env.data_root, split)
         got = [(g["task_id"], g["sha256"], g["task_type"]) for g in panel["games"]]
         assert want == got
         assert len(got) == size and panel["alfworld_version"] == alfworld.ALFWORLD_VERSION
+        assert env.panel_info(split) == task_panels.PanelInfo("alfworld", split, size, panel["panel_sha256"], source)
         tasks = env.tasks(split)
         assert [(t.split, t.index, t.task_id) for t in tasks] == [(split, i, g[0]) for i, g in enumerate(got)]
 
 
-@pytest.mark.parametrize("split,task_type,compare", REPLAY)
-def test_walkthrough_replay_wins_only_on_last_step(env, data_root, split, task_type, compare):
+@pytest.mark.parametrize("task_type", alfworld.TASK_TYPES)
+def test_valid_seen_walkthrough_transcript_equals_unmodified_textworld(env, data_root, task_type):
+    # A fixed subset (the first valid_seen game of each task type); benchmarks/envs.py replays all 140.
+    task = _first_of_type(env, "valid_seen", task_type)
+    walkthrough = _walkthrough(data_root, task)
+    ours, theirs = _transcripts(env, data_root, task, lambda turn, _: walkthrough[turn] if turn < len(walkthrough)
+                                else None)
+    assert ours == theirs and ours[-1][2:] == (1.0, True, True)
+
+
+def test_random_play_transcript_equals_unmodified_textworld(env, data_root):
+    # Random admissible actions reach what walkthroughs never do: inventory lists, examine, open/close, failed moves.
+    task = _first_of_type(env, "valid_seen", "pick_cool_then_place_in_recep")
+    rng = random.Random(0)
+
+    def choose(turn, admissible):
+        if turn >= 25:
+            return None
+        return "inventory" if turn % 6 == 0 else "xyzzy" if turn == 1 else rng.choice(admissible)
+
+    ours, theirs = _transcripts(env, data_root, task, choose)
+    assert ours == theirs
+    observations = [step[0] for step in ours]
+    assert "You are not carrying anything." in observations and "Nothing happens." in observations
+    assert any(o.startswith("You are carrying: ") for o in observations)
+
+
+@pytest.mark.parametrize("split,task_type", REPLAY)
+def test_walkthrough_replay_wins_only_on_last_step(env, data_root, split, task_type):
     task = _first_of_type(env, split, task_type)
-    reference = _reference(data_root, task) if compare else None
     obs, info = env.reset(task, seed=0)
-    states = [(obs, info)]
     assert info[base.TASK_TYPE] == task_type
     assert info[base.TASK] == obs.split("Your task is to: ")[1] and info[base.TASK].endswith(".")
     assert "help" not in info[base.ADMISSIBLE] and "look" in info[base.ADMISSIBLE]
@@ -85,16 +135,8 @@ def test_walkthrough_replay_wins_only_on_last_step(env, data_root, split, task_t
     for turn, action in enumerate(walkthrough, start=1):
         assert action in info[base.ADMISSIBLE]
         obs, reward, done, info = env.step(action)
-        states.append((obs, info))
         last = turn == len(walkthrough)
         assert (reward, done, info[base.WON]) == ((1.0, True, True) if last else (0.0, False, False))
-    if reference is not None:  # every observation and admissible list equals unmodified TextWorld's
-        ref_states = [reference.reset()] + [reference.step(a)[0] for a in walkthrough]
-        assert "help" in ref_states[0]["admissible_commands"]
-        for (obs, info), ref in zip(states, ref_states):
-            assert obs == ref["feedback"]
-            assert info[base.ADMISSIBLE] == [c for c in ref["admissible_commands"] if c != "help"]
-        reference.close()
 
 
 def test_unknown_and_wrong_actions_do_not_win(env, data_root):
@@ -144,39 +186,36 @@ def test_missing_data_root_names_the_path_and_alfworld_download(tmp_path, monkey
         alfworld.AlfworldEnv()
 
 
-def test_missing_or_unknown_split_is_one_clear_error(tmp_path):
-    (tmp_path / "json_2.1.1").mkdir()
+def test_missing_or_malformed_split_is_one_clear_error(tmp_path):
+    (tmp_path / "json_2.1.1" / "train").mkdir(parents=True)
     env = alfworld.AlfworldEnv(tmp_path)
-    with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'json_2.1.1' / 'valid_seen'}.*alfworld-download"):
+    missing = tmp_path / "json_2.1.1" / "valid_seen"
+    with pytest.raises(FileNotFoundError, match=rf"{missing} does not exist \(splits in this data root: \['train'\]\)"
+                                                r".*alfworld-download"):
         env.tasks("valid_seen")
-    with pytest.raises(ValueError, match="unknown ALFWorld split 'eval_in_distribution'"):
-        env.tasks("eval_in_distribution")
+    with pytest.raises(ValueError, match="must name one folder under"):
+        env.tasks("../valid_seen")
+    with pytest.raises(ValueError, match="holds no playable game"):
+        env.tasks("train")
 
 
-def test_data_that_differs_from_the_panel_is_refused(env, data_root, tmp_path):
+def test_task_ref_that_is_not_its_panel_entry_is_refused(env):
     task = env.tasks("valid_unseen")[1]
-    trial = tmp_path / "json_2.1.1" / task.task_id
-    shutil.copytree(data_root / "json_2.1.1" / task.task_id, trial)
-    game = json.loads((trial / "game.tw-pddl").read_text())
-    game["walkthrough"] = game["walkthrough"][:-1]
-    (trial / "game.tw-pddl").write_text(json.dumps(game))
-    with pytest.raises(ValueError, match=rf"{trial / 'game.tw-pddl'} differs from the committed task panel"):
-        alfworld.AlfworldEnv(tmp_path).reset(task)
-    with pytest.raises(ValueError, match="is not entry 0 of the committed valid_unseen panel"):
+    with pytest.raises(ValueError, match=r"is not entry 0 of the valid_unseen panel \(pinned\)"):
         env.reset(base.TaskRef("alfworld", "valid_unseen", 0, task.task_id))
 
 
-def test_edited_panel_is_refused(tmp_path, monkeypatch):
+def test_edited_pinned_panel_is_refused(tmp_path, monkeypatch):
     panel = json.loads((alfworld.PANEL_DIR / "alfworld_valid_seen.json").read_text())
     panel["games"] = panel["games"][::-1]
     (tmp_path / "alfworld_valid_seen.json").write_text(json.dumps(panel))
     monkeypatch.setattr(alfworld, "PANEL_DIR", tmp_path)
-    alfworld.load_panel.cache_clear()
+    alfworld.load_pinned_panel.cache_clear()
     try:
-        with pytest.raises(ValueError, match="does not match its panel_sha256"):
-            alfworld.load_panel("valid_seen")
+        with pytest.raises(task_panels.PanelMismatchError, match="does not match its panel_sha256"):
+            alfworld.load_pinned_panel("valid_seen")
     finally:
-        alfworld.load_panel.cache_clear()
+        alfworld.load_pinned_panel.cache_clear()
 
 
 def test_env_modules_do_not_import_jax():

@@ -12,9 +12,14 @@ domain+grammar (all ALFWorld games share one) and (b) an LRU of translated games
 initial state into the environment's own fast-downward library instead of re-translating. Each `AlfworldEnv` owns one
 TextWorld env (one copy of the 34 MB ``libdownward.so``) reused across games, as AlfredTWEnv's gym env does;
 ``textworld.start`` per game maps a new copy each time and never unloads it (likely part of the ~1.3 GB growth).
+Steps: the shared `GameLogic`'s text grammar is `alfworld_grammar.FastGrammar`, which derives the same observations
+and admissible commands without TextWorld's per-step TatSu parsing and deep copies (~19x faster steps).
 
-Task panels (``panels/alfworld_<split>.json``) are committed, hashed, ordered game lists (spec §7.3; style_anchors
-§4), regenerated with ``python -m skill1_jax.envs.alfworld --data_root DIR`` after a deliberate data change.
+Task panels (hashed, ordered game lists; spec §7.3, style_anchors §4; see `task_panels`): the official evaluation
+splits valid_seen/valid_unseen are pinned in ``panels/alfworld_<split>.json`` and a data root that differs is refused;
+every other split folder (the full 3,553-game train, valid_train, ...) gets its panel built from the data root and
+cached in the run's ``panel_dir``. Re-pin with ``python -m skill1_jax.envs.alfworld --data_root DIR`` only after a
+deliberate data change.
 """
 
 from __future__ import annotations
@@ -39,13 +44,14 @@ from textworld.core import GameState
 from textworld.envs.pddl import PddlEnv
 from textworld.envs.pddl import logic as pddl_logic
 
-from skill1_jax.envs import base
+from skill1_jax.envs import base, task_panels
 from skill1_jax.envs.alfworld_grammar import FastGrammar
 
 log = logging.getLogger(__name__)
 
 ALFWORLD_VERSION = "0.4.2"  # the game files' command set (`move X to Y`, `help`) is this release's; keep in step
-SPLITS = ("train", "valid_seen", "valid_unseen")  # valid_seen = the paper's eval_in_distribution
+SPLITS = ("train", "valid_seen", "valid_unseen", "valid_train")  # the official ones; any folder under json_2.1.1 works
+PINNED_SPLITS = ("valid_seen", "valid_unseen")  # evaluation splits (valid_seen = the paper's eval_in_distribution)
 TASK_TYPES = base.ALFWORLD_TASK_TYPES  # matched as a prefix of the task folder name
 GAMES_DIR = "json_2.1.1"
 GAME_FILE = "game.tw-pddl"
@@ -70,12 +76,21 @@ def task_type_of(task_id: str) -> str:
 # ----------------------------------------------------------------------------------------------- task panels
 
 
-def _sha256_file(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _panel_hash(games: Sequence[dict[str, str]]) -> str:
     return hashlib.sha256("".join(f"{g['task_id']} {g['sha256']}\n" for g in games).encode()).hexdigest()
+
+
+def _split_dir(data_root: pathlib.Path, split: str) -> pathlib.Path:
+    """``<root>/json_2.1.1/<split>``: any folder there is a split (train, valid_seen, valid_unseen, valid_train, ...)."""
+    if not split or split in (".", "..") or "/" in split or "\\" in split:
+        raise ValueError(f"ALFWorld split {split!r} must name one folder under {data_root / GAMES_DIR}")
+    split_dir = data_root / GAMES_DIR / split
+    if not split_dir.is_dir():
+        present = sorted(p.name for p in (data_root / GAMES_DIR).iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"ALFWorld split directory {split_dir} does not exist (splits in this data root: {present}). {GET_DATA}."
+        )
+    return split_dir
 
 
 def build_panel(data_root: str | os.PathLike, split: str) -> dict[str, Any]:
@@ -84,45 +99,86 @@ def build_panel(data_root: str | os.PathLike, split: str) -> dict[str, Any]:
     AlfredTWEnv keeps a trial folder with a ``traj_data.json`` and a ``solvable`` game file, and skips folders whose
     path contains ``movable`` or ``Sliced``; the order here is the sorted task id, not ``os.walk`` order.
     """
-    split_dir = _split_dir(pathlib.Path(data_root), split)
+    root = pathlib.Path(data_root)
+    split_dir = _split_dir(root, split)
     games = []
     for game_file in sorted(split_dir.glob(f"*/*/{GAME_FILE}")):
         trial = game_file.parent
         if "movable" in str(trial) or "Sliced" in str(trial) or not (trial / "traj_data.json").is_file():
             continue
-        if not json.loads(game_file.read_text()).get("solvable", False):
+        raw = game_file.read_bytes()
+        if not json.loads(raw).get("solvable", False):
             continue
         task_id = trial.relative_to(split_dir.parent).as_posix()  # "<split>/<task folder>/<trial>"
-        games.append({"task_id": task_id, "task_type": task_type_of(task_id), "sha256": _sha256_file(game_file)})
+        games.append({"task_id": task_id, "task_type": task_type_of(task_id), "sha256": hashlib.sha256(raw).hexdigest()})
+    if not games:
+        raise ValueError(f"ALFWorld split directory {split_dir} holds no playable game (a <task>/<trial>/ folder with "
+                         f"traj_data.json and a solvable {GAME_FILE}). {GET_DATA}.")
     return {
         "env": "alfworld",
         "split": split,
         "alfworld_version": ALFWORLD_VERSION,
+        "source": task_panels.built_from(root),
         "num_games": len(games),
         "panel_sha256": _panel_hash(games),
         "games": games,
     }
 
 
-@functools.cache
-def load_panel(split: str) -> dict[str, Any]:
-    """The committed panel of ``split``, checked against its recorded hash (a hand-edited panel is refused)."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown ALFWorld split {split!r}; choose one of {SPLITS}")
-    path = PANEL_DIR / f"alfworld_{split}.json"
-    panel = json.loads(path.read_text())
+def _checked(panel: dict[str, Any], where: str) -> dict[str, Any]:
     if _panel_hash(panel["games"]) != panel["panel_sha256"]:
-        raise ValueError(f"task panel {path} does not match its panel_sha256; regenerate it (see module docstring)")
+        raise task_panels.PanelMismatchError(
+            f"task panel {where} does not match its panel_sha256 (edited by hand?); restore or delete it"
+        )
     return panel
 
 
-def _split_dir(data_root: pathlib.Path, split: str) -> pathlib.Path:
-    if split not in SPLITS:
-        raise ValueError(f"unknown ALFWorld split {split!r}; choose one of {SPLITS}")
-    split_dir = data_root / GAMES_DIR / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"ALFWorld split directory {split_dir} does not exist. {GET_DATA}.")
-    return split_dir
+@functools.cache
+def load_pinned_panel(split: str) -> dict[str, Any]:
+    """The committed panel of an official evaluation split, checked against its recorded hash."""
+    if split not in PINNED_SPLITS:
+        raise ValueError(f"ALFWorld split {split!r} has no pinned panel; pinned: {PINNED_SPLITS}")
+    path = PANEL_DIR / f"alfworld_{split}.json"
+    return {**_checked(json.loads(path.read_text()), str(path)), "source": task_panels.PINNED}
+
+
+def _differences(pinned: dict[str, Any], built: dict[str, Any]) -> str:
+    want = {g["task_id"]: g["sha256"] for g in pinned["games"]}
+    have = {g["task_id"]: g["sha256"] for g in built["games"]}
+    parts = []
+    for what, ids in (("missing", sorted(want.keys() - have.keys())), ("extra", sorted(have.keys() - want.keys())),
+                      ("changed", sorted(k for k in want.keys() & have.keys() if want[k] != have[k]))):
+        if ids:
+            parts.append(f"{len(ids)} {what} (e.g. {ids[0]})")
+    return ", ".join(parts)
+
+
+@functools.cache
+def split_panel(data_root: pathlib.Path, split: str, panel_dir: pathlib.Path | None = None) -> dict[str, Any]:
+    """The task panel of ``split`` for ``data_root``, once per process.
+
+    Official evaluation splits use the pinned panel, after checking that the data root holds exactly its games
+    (`PanelMismatchError` otherwise). Other splits are built from the data root; with a ``panel_dir`` the built panel
+    is cached there as ``alfworld_<split>.json`` and that copy is used from then on (game hashes are checked at reset).
+    """
+    if split in PINNED_SPLITS:
+        pinned, built = load_pinned_panel(split), build_panel(data_root, split)
+        if built["panel_sha256"] != pinned["panel_sha256"]:
+            raise task_panels.PanelMismatchError(
+                f"ALFWorld data root {data_root} differs from the pinned official {split} panel "
+                f"({PANEL_DIR / f'alfworld_{split}.json'}): {_differences(pinned, built)}. Results on it would not be "
+                f"comparable with published ones. Restore the alfworld {ALFWORLD_VERSION} data ({GET_DATA}); for a "
+                "deliberate change, put the games under another split folder (its panel is then built from the "
+                "data and recorded), or re-pin with `python -m skill1_jax.envs.alfworld --data_root DIR`."
+            )
+        return pinned
+    name = f"alfworld_{split}"
+    cached = task_panels.read_cached(panel_dir, name)
+    if cached is not None:
+        return _checked(cached, str(panel_dir / f"{name}.json"))
+    panel = build_panel(data_root, split)
+    task_panels.write_cached(panel_dir, name, panel)
+    return panel
 
 
 # ------------------------------------------------------------------------------------- parsed-game cache
@@ -153,16 +209,16 @@ class _GameCache:
         self._games: collections.OrderedDict[str, _ParsedGame] = collections.OrderedDict()
         self._scratch_lib = None  # PddlState.__init__ loads its task into a library; the template uses this one
 
-    def get(self, game_file: str, expected_sha256: str | None = None) -> _ParsedGame:
-        """The parsed game; on a miss, read it and refuse it unless its sha256 is ``expected_sha256``."""
+    def get(self, game_file: str, expected_sha256: str | None = None, panel: str = "") -> _ParsedGame:
+        """The parsed game; on a miss, read it and refuse it unless its sha256 is ``expected_sha256`` (from ``panel``)."""
         if game_file in self._games:
             self._games.move_to_end(game_file)
             return self._games[game_file]
         raw = pathlib.Path(game_file).read_bytes()
         if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:
-            raise ValueError(
-                f"game file {game_file} differs from the committed task panel (sha256); the data is not the "
-                f"alfworld {ALFWORLD_VERSION} release. {GET_DATA}."
+            raise task_panels.PanelMismatchError(
+                f"game file {game_file} differs from {panel} (sha256): the data changed since that panel was made. "
+                f"Restore the data, or start a run with a fresh panel_dir to rebuild the panel. {GET_DATA}."
             )
         data = json.loads(raw)
         if self._scratch_lib is None:
@@ -246,7 +302,7 @@ def _resolve_data_root(data_root: str | os.PathLike | None) -> pathlib.Path:
     raw = data_root if data_root is not None else os.environ.get("ALFWORLD_DATA")
     if not raw:
         raise FileNotFoundError(f"no ALFWorld data directory given (neither data_root nor ALFWORLD_DATA). {GET_DATA}.")
-    root = pathlib.Path(raw).expanduser()
+    root = pathlib.Path(raw).expanduser().absolute()  # absolute: panels record where they were built from
     if not (root / GAMES_DIR).is_dir():
         raise FileNotFoundError(f"ALFWorld data directory {root} has no {GAMES_DIR}/ folder. {GET_DATA}.")
     return root
@@ -257,33 +313,44 @@ class AlfworldEnv(base.Environment):
 
     Args:
         data_root: the ``$ALFWORLD_DATA`` folder (holding ``json_2.1.1/``); defaults to the ALFWORLD_DATA variable.
+            Every folder under ``json_2.1.1/`` is a split.
+        panel_dir: where task panels built from the data root are cached (the run's workdir); None builds them in
+            memory once per process. Pinned evaluation panels are never written there.
     """
 
     name = "alfworld"
     max_steps = 50
     splits = SPLITS
 
-    def __init__(self, data_root: str | os.PathLike | None = None) -> None:
+    def __init__(self, data_root: str | os.PathLike | None = None, panel_dir: str | os.PathLike | None = None) -> None:
         self.data_root = _resolve_data_root(data_root)
+        self.panel_dir = None if panel_dir is None else pathlib.Path(panel_dir).expanduser().absolute()
         self._tw: Any = None  # wrapped _CachedPddlEnv, created on first reset
         self._loaded: str | None = None  # game file currently loaded into self._tw
 
+    def _panel(self, split: str) -> dict[str, Any]:
+        return split_panel(self.data_root, split, self.panel_dir)
+
     def tasks(self, split: str) -> Sequence[base.TaskRef]:
-        _split_dir(self.data_root, split)  # fail here, not inside TextWorld, when the split is missing
-        return [base.TaskRef(self.name, split, i, g["task_id"]) for i, g in enumerate(load_panel(split)["games"])]
+        return [base.TaskRef(self.name, split, i, g["task_id"]) for i, g in enumerate(self._panel(split)["games"])]
+
+    def panel_info(self, split: str) -> task_panels.PanelInfo:
+        """Size, hash and source of ``split``'s task panel, for the run record."""
+        panel = self._panel(split)
+        return task_panels.PanelInfo(self.name, split, panel["num_games"], panel["panel_sha256"], panel["source"])
 
     def reset(self, task: base.TaskRef, seed: int = 0) -> tuple[str, dict[str, Any]]:
         """Start ``task``. ALFWorld's eval games are deterministic (no domain randomization), so ``seed`` is unused."""
-        panel = load_panel(task.split)
+        panel = self._panel(task.split)
         if not 0 <= task.index < len(panel["games"]) or panel["games"][task.index]["task_id"] != task.task_id:
-            raise ValueError(f"{task} is not entry {task.index} of the committed {task.split} panel")
-        game_file = str(_split_dir(self.data_root, task.split).parent / task.task_id / GAME_FILE)
+            raise ValueError(f"{task} is not entry {task.index} of the {task.split} panel ({panel['source']})")
+        game_file = str(self.data_root / GAMES_DIR / task.task_id / GAME_FILE)
         if self._tw is None:
             infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
             self._tw = AlfredInfos(AlfredDemangler(_CachedPddlEnv(infos), shuffle=False))
         if game_file != self._loaded:
             self._loaded = None  # a failed load must not leave a half-loaded game marked as current
-            _CACHE.get(game_file, panel["games"][task.index]["sha256"])
+            _CACHE.get(game_file, panel["games"][task.index]["sha256"], f"the {task.split} panel ({panel['source']})")
             self._tw.load(game_file)
             self._loaded = game_file
         state = self._tw.reset()
@@ -313,14 +380,14 @@ def _admissible(state: GameState) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Regenerate the committed task panels from a data root (only after a deliberate data change)."""
+    """Re-pin the official evaluation panels from a data root (only after a deliberate data change)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data_root", default=os.environ.get("ALFWORLD_DATA"), help="the $ALFWORLD_DATA folder")
     args = parser.parse_args(argv)
     root = _resolve_data_root(args.data_root)
     PANEL_DIR.mkdir(exist_ok=True)
-    for split in SPLITS:
-        panel = build_panel(root, split)
+    for split in PINNED_SPLITS:
+        panel = {k: v for k, v in build_panel(root, split).items() if k != "source"}  # loaded as "pinned"
         path = PANEL_DIR / f"alfworld_{split}.json"
         path.write_text(json.dumps(panel, indent=1) + "\n")
         log.info("wrote %s (%d games, sha256 %s)", path, panel["num_games"], panel["panel_sha256"])

@@ -16,6 +16,7 @@ import random
 from typing import Any, Sequence
 
 from skill1_jax.envs.base import ADMISSIBLE, SCORE, TASK, TASK_TYPE, WON, Environment, TaskRef
+from skill1_jax.envs.task_panels import PanelInfo
 from skill1_jax.envs.webshop.catalog import Catalog, load_catalog
 from skill1_jax.envs.webshop.pages import SEP
 from skill1_jax.envs.webshop.search import Bm25Index, SearchEngine
@@ -53,15 +54,19 @@ class WebshopEnv(Environment):
         data_dir: the WebShop data folder; defaults to ``$WEBSHOP_DATA``. Neither given is an error.
         leak_free: use one goal permutation for both splits (disjoint test/train) instead of verl-agent's
             per-worker permutations, under which test goals recur in training (see ``tasks.py``).
+        panel_dir: where the train panel built from the data folder is cached (the run's workdir); None keeps it in
+            memory. The test panel is pinned in the package and never written there.
     """
 
     name = "webshop"
     max_steps = 15
     splits = ("train", "test")
 
-    def __init__(self, data_dir: str | os.PathLike | None = None, leak_free: bool = False):
+    def __init__(self, data_dir: str | os.PathLike | None = None, leak_free: bool = False,
+                 panel_dir: str | os.PathLike | None = None):
         self.catalog = load_catalog(data_dir)
         self.mode = "leak_free" if leak_free else "verl_agent"
+        self.panel_dir = panel_dir
         self._engine = search_engine(self.catalog)
         self._panels: dict[str, Panel] = {}
         self._session: Session | None = None
@@ -71,12 +76,17 @@ class WebshopEnv(Environment):
         if split not in self._panels:
             if split not in self.splits:
                 raise ValueError(f"unknown webshop split {split!r}; choose one of {self.splits}")
-            self._panels[split] = load_panel(self.catalog, self.mode, split)
+            self._panels[split] = load_panel(self.catalog, self.mode, split, self.panel_dir)
         return self._panels[split]
 
     def tasks(self, split: str) -> Sequence[TaskRef]:
         panel = self._panel(split)
         return [TaskRef(self.name, split, i, panel.task_id(i)) for i in range(panel.count)]
+
+    def panel_info(self, split: str) -> PanelInfo:
+        """Size, hash and source of ``split``'s task panel, for the run record."""
+        panel = self._panel(split)
+        return PanelInfo(self.name, split, panel.count, panel.sha256, panel.source)
 
     def goal(self, task: TaskRef) -> dict[str, Any]:
         """The goal dict of ``task`` (after checking that the ref belongs to this env's panels)."""

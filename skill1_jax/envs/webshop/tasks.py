@@ -1,4 +1,4 @@
-"""WebShop task panels: which goal list and which indices make up each split, committed and hashed (spec §7.3).
+"""WebShop task panels: which goal list and which indices make up each split, hashed (spec §7.3; `task_panels`).
 
 verl-agent's split is "goal indices 0–499 = test, 500+ = train", but every worker shuffles the goal list with its own
 seed (SPEC §8), so test goals of one worker are train goals of another. Two modes:
@@ -9,10 +9,12 @@ seed (SPEC §8), so test goals of one worker are train goals of another. Two mod
 * ``leak_free``: both splits index one list, seed 233 (upstream WebShop's fixed shuffle), so test and train are
   disjoint slices of the same permutation. This is a deviation from the reference, for clean held-out numbers.
 
-Each panel is a JSON file in ``panels/`` with the seed, the index range and a sha256 over every task's
-``index\\tasin\\tinstruction`` line (test panels also hash each task). Loading recomputes the goals and refuses a
-mismatch, so evaluation never depends on filesystem order or on a silently changed data file.
-Regenerate with ``python -m skill1_jax.envs.webshop.tasks --data_dir DIR`` (only after a deliberate data change).
+A panel record holds the seed, the index range and a sha256 over every task's ``index\\tasin\\tinstruction`` line
+(test panels also hash each task). The ``test`` split, the official evaluation split, is pinned in ``panels/``: the
+goals the data folder produces must equal it or `PanelMismatchError` is raised. The ``train`` panel is built from the
+data folder and, with a ``panel_dir`` (the run's workdir), cached there; a later run on the same panel_dir refuses data
+that produces other goals. Re-pin the test panels with ``python -m skill1_jax.envs.webshop.tasks --data_dir DIR``
+(only after a deliberate data change).
 """
 
 from __future__ import annotations
@@ -21,32 +23,39 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
 from typing import Any
 
+from skill1_jax.envs import task_panels
+from skill1_jax.envs.task_panels import PanelMismatchError
 from skill1_jax.envs.webshop.catalog import Catalog, load_catalog
 from skill1_jax.envs.webshop.goals import GoalList, goal_list
 
 PANEL_DIR = pathlib.Path(__file__).with_name("panels")
 MODES = ("verl_agent", "leak_free")
 SPLITS = ("train", "test")
+PINNED_SPLITS = ("test",)
 TEST_SIZE = 500
 SPLIT_SEEDS = {"verl_agent": {"test": 1000, "train": 0}, "leak_free": {"test": 233, "train": 233}}
 
-
-class PanelMismatchError(ValueError):
-    """A committed panel does not match the goals the data folder produces."""
+__all__ = ["PanelMismatchError", "Panel", "load_panel", "panel_record"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Panel:
-    """The ordered goals of one split: position ``i`` of the split is ``goals.goal(first + i)``."""
+    """The ordered goals of one split: position ``i`` of the split is ``goals.goal(first + i)``.
+
+    ``sha256`` hashes every task line; ``source`` is ``"pinned"`` or ``"built from <data folder>"``.
+    """
 
     mode: str
     split: str
     goals: GoalList
     first: int
     count: int
+    sha256: str
+    source: str
 
     def goal_index(self, position: int) -> int:
         if not 0 <= position < self.count:
@@ -83,33 +92,58 @@ def panel_path(mode: str, split: str) -> pathlib.Path:
     return PANEL_DIR / f"{mode}_{split}.json"
 
 
-def load_panel(catalog: Catalog, mode: str, split: str) -> Panel:
-    """The committed panel of (mode, split), verified against the goals of ``catalog``."""
+def _differing_fields(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    bad = [k for k in actual if k != "tasks" and expected.get(k) != actual[k]]
+    tasks = expected.get("tasks", {})
+    bad += [f"task {i}" for i, sha in actual.get("tasks", {}).items() if tasks.get(i) != sha][:3]
+    return bad
+
+
+def load_panel(catalog: Catalog, mode: str, split: str, panel_dir: str | os.PathLike | None = None) -> Panel:
+    """The panel of (mode, split) for ``catalog``: the pinned one for ``test``, else built (and cached in panel_dir).
+
+    Raises PanelMismatchError when the catalogue's goals differ from the pinned test panel, or from a train panel
+    cached in ``panel_dir`` by an earlier run on other data.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown webshop split mode {mode!r}; choose one of {MODES}")
     if split not in SPLITS:
         raise ValueError(f"unknown webshop split {split!r}; choose one of {SPLITS}")
-    path = panel_path(mode, split)
-    committed = json.loads(path.read_text(encoding="utf-8"))
     actual = panel_record(catalog, mode, split)
-    if committed != actual:
-        bad = [k for k in actual if committed.get(k) != actual[k]]
-        raise PanelMismatchError(
-            f"webshop task panel {path} does not match the goals built from {catalog.path} (fields {bad}); the data "
-            "files differ from the ones the panel was made with - restore them, or regenerate the panel with "
-            "`python -m skill1_jax.envs.webshop.tasks` if the change is deliberate"
-        )
-    return Panel(mode, split, goal_list(catalog, actual["goal_seed"]), actual["first"], actual["count"])
+    built_here = f"the WebShop goals built from {catalog.path}"
+    if split in PINNED_SPLITS:
+        source, path = task_panels.PINNED, panel_path(mode, split)
+        pinned = json.loads(path.read_text(encoding="utf-8"))
+        if pinned != actual:
+            raise PanelMismatchError(
+                f"{built_here} differ from the pinned official {split} panel {path} (fields "
+                f"{_differing_fields(pinned, actual)}). Results on them would not be comparable with published ones. "
+                "Restore the data files, or re-pin with `python -m skill1_jax.envs.webshop.tasks --data_dir DIR` if "
+                "the change is deliberate"
+            )
+    else:
+        source, name = task_panels.built_from(catalog.path), f"webshop_{mode}_{split}"
+        cached = task_panels.read_cached(panel_dir, name)
+        if cached is None:
+            task_panels.write_cached(panel_dir, name, {**actual, "source": source})
+        elif {k: v for k, v in cached.items() if k != "source"} != actual:
+            raise PanelMismatchError(
+                f"{built_here} differ from this run's {split} panel {pathlib.Path(panel_dir) / name}.json "
+                f"({cached.get('source')}; fields {_differing_fields(cached, actual)}). Use that data again, or a "
+                "fresh panel_dir for a new run"
+            )
+    goals = goal_list(catalog, actual["goal_seed"])
+    return Panel(mode, split, goals, actual["first"], actual["count"], actual["sha256"], source)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the committed WebShop task panels.")
+    parser = argparse.ArgumentParser(description="Re-pin the official WebShop test panels (after a deliberate change).")
     parser.add_argument("--data_dir", default=None, help="WebShop data folder (default: $WEBSHOP_DATA)")
     args = parser.parse_args()
     catalog = load_catalog(args.data_dir)
     PANEL_DIR.mkdir(exist_ok=True)
     for mode in MODES:
-        for split in SPLITS:
+        for split in PINNED_SPLITS:
             record = panel_record(catalog, mode, split)
             panel_path(mode, split).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 import numpy as np
 
 _DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("full", "save_matmuls")
+ATTENTION_IMPLEMENTATIONS = ("auto", "dense", "blocked", "cudnn", "splash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,13 @@ class ModelConfig:
       param_dtype: dtype of the stored (master) parameters.
       compute_dtype: dtype of activations and matmuls; ``None`` picks bfloat16 on accelerators, float32 on CPU.
       remat: rematerialise each decoder block in the backward pass (saves activation memory at ~1/3 more compute).
+      remat_policy: what a rematerialised block keeps from its forward pass: ``"full"`` keeps nothing but the
+        block input (least memory), ``"save_matmuls"`` keeps the weight-matmul outputs (less recompute, much more
+        memory; docs/model.md has the 7B numbers).
+      attention: ``"auto"``, ``"dense"``, ``"blocked"``, ``"cudnn"`` or ``"splash"``
+        (``skill1_jax.model.attention``). ``auto`` is dense for short sequences (fastest, small) and otherwise
+        cuDNN on GPU, splash on TPU, blocked elsewhere, so long training rows never materialise T×T scores.
+      attention_block: query/key tile of the blocked and splash attention.
     """
 
     vocab_size: int
@@ -47,6 +56,9 @@ class ModelConfig:
     param_dtype: str = "float32"
     compute_dtype: str | None = None
     remat: bool = False
+    remat_policy: str = "full"
+    attention: str = "auto"
+    attention_block: int = 512
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
@@ -62,6 +74,13 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and value not in _DTYPES:
                 raise ValueError(f"ModelConfig.{name} must be one of {_DTYPES}, got {value!r}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"ModelConfig.remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"ModelConfig.attention must be one of {ATTENTION_IMPLEMENTATIONS}, "
+                             f"got {self.attention!r}")
+        if self.attention_block <= 0:
+            raise ValueError(f"ModelConfig.attention_block must be positive, got {self.attention_block}")
 
     @property
     def head_dim(self) -> int:
@@ -177,4 +196,8 @@ PRESETS: dict[str, ModelConfig] = {
     # Random-weight test model: GQA with 2 query heads per kv head, real tokenizer ids fit in the vocabulary.
     "tiny": ModelConfig(vocab_size=151936, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                         intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=2048),
+    # The CPU demo policy (3.5 M params) over the household BPE (skill1_jax.train.tiny_policy: ~1,370 tokens, rows
+    # padded to 1,536) instead of Qwen's 152k vocabulary, whose output layer would make a CPU step ~7x slower.
+    "demo": ModelConfig(vocab_size=1536, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
+                        intermediate_size=768, tie_word_embeddings=True, max_position_embeddings=4096),
 }

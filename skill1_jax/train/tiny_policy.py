@@ -1,0 +1,129 @@
+"""The CPU demo's policy: a household byte-level BPE tokenizer and a tiny Qwen2 saved as an HF model dir, and its
+short supervised warm start.
+
+No weights can be downloaded, and on a 2-core CPU the 152k-token Qwen vocabulary makes the output layer dominate a
+training step (~7x slower than a 4k vocabulary at ~5 M params, ``../shared/docs/stack_notes.md`` §9). So the demo
+policy is Qwen2's architecture (`ModelConfig` preset "demo": 3.5 M params, tied embeddings) over a BPE trained on
+the household world's own text, the rendered query / re-rank / play / distill prompts and the expert replies. That
+text has only ~1,000 distinct words, so BPE runs out of merges at ~1,370 tokens (every word is then one token); the
+preset's 1,536 embedding rows leave headroom, as Qwen's 151,936 rows do over its 151,665 tokens.
+
+The tokenizer is GPT-2/Qwen-style byte-level BPE (``tokenizers`` ByteLevel pre-tokenizer and decoder), so
+`sampling.stops.token_bytes` and stop strings such as ``</action>`` work with it. ``<|endoftext|>``,
+``<|im_start|>`` and ``<|im_end|>`` are single special tokens (ids 0-2; eos ``<|im_end|>``, pad
+``<|endoftext|>``); the reply tags (``<think>``, ``</action>``, ...) are single ordinary added tokens, so a tag
+costs the tiny model one prediction instead of three and still decodes as text. The tokenizer has no chat template:
+`model.tokenizer.render_chat` renders Qwen2.5's ChatML, exactly what a real Qwen2.5 policy would see.
+
+`warm_start` fine-tunes the random policy on expert demonstrations of a subset of the task types (`expert_data`,
+`sft`): Skill1 starts RL from an instruct model that already follows the prompts' formats; a random tiny model
+follows none, so without a warm start RL would never see a reward. The held-out types are left for RL to learn.
+
+Building and warm-starting are deterministic for a seed; callers cache the directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flax import nnx
+
+from skill1_jax.envs.base import make_env
+from skill1_jax.envs.household_world import TASK_TYPES
+from skill1_jax.model.config import ModelConfig
+from skill1_jax.model.hf_io import load_hf_checkpoint, save_hf_checkpoint
+from skill1_jax.model.qwen2 import Qwen2
+from skill1_jax.model.tokenizer import ENDOFTEXT, IM_END, IM_START, QWEN_DEFAULT_SYSTEM, eos_token_ids, load_tokenizer
+from skill1_jax.train import sft
+from skill1_jax.train.expert_data import expert_examples
+
+CHATML_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # ids 0, 1, 2
+TAG_TOKENS = ("<query>", "</query>", "<rank>", "</rank>", "<think>", "</think>", "<action>", "</action>")
+_TAG_SPLIT = re.compile("|".join(re.escape(t) for t in TAG_TOKENS))
+CORPUS_TASKS = 120  # household train tasks (default preset, all six types) whose demonstrations train the BPE
+
+# The demo's household world: the easy preset's small open rooms, with all six task types.
+DEMO_ENV: dict[str, Any] = {"preset": "easy", "task_types": TASK_TYPES}
+# Warm-start task types; clean, cool and pick-two are held out (each is one step away from a trained type).
+WARM_START_TYPES = ("pick_and_place_simple", "look_at_obj_in_light", "pick_heat_then_place_in_recep")
+
+
+def household_corpus(num_tasks: int = CORPUS_TASKS, seed: int = 0) -> list[str]:
+    """Texts the BPE is trained on: every prompt and expert reply of ``num_tasks`` demonstrated train tasks."""
+    env = make_env("household")
+    examples = expert_examples(env, env.tasks("train")[:num_tasks], seed)
+    return [QWEN_DEFAULT_SYSTEM] + [text for ex in examples for text in (ex.prompt, ex.reply)]
+
+
+def train_tokenizer(texts: Iterable[str], max_vocab_size: int):
+    """A ``transformers`` Qwen2Tokenizer with a new byte-level BPE of at most ``max_vocab_size`` ids (fewer when the
+    texts run out of merges).
+
+    The BPE is trained under Qwen2's own normaliser and pre-tokeniser (taken from an empty ``Qwen2Tokenizer``),
+    because that is what ``AutoTokenizer`` rebuilds around the saved vocabulary and merges for a ``qwen2`` model dir.
+    The tags are cut out of the training text and added afterwards, so no merge is spent on spelling them.
+    """
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    qwen2 = Qwen2Tokenizer().backend_tokenizer
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer, bpe.pre_tokenizer, bpe.decoder = qwen2.normalizer, qwen2.pre_tokenizer, qwen2.decoder
+    trainer = trainers.BpeTrainer(vocab_size=max_vocab_size - len(TAG_TOKENS), special_tokens=list(CHATML_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator((piece for text in texts for piece in _TAG_SPLIT.split(text)), trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    tokenizer = Qwen2Tokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]], unk_token=None,
+                               eos_token=IM_END, pad_token=ENDOFTEXT, extra_special_tokens=[IM_START, IM_END],
+                               model_max_length=32768, clean_up_tokenization_spaces=False)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
+    return tokenizer
+
+
+def save_policy(model: Qwen2, tokenizer: Any, path: str) -> None:
+    """An HF model dir: config.json, model.safetensors, tokenizer files and the tokenizer's eos/pad ids."""
+    save_hf_checkpoint(model, path)
+    tokenizer.save_pretrained(path)
+    # save_hf_checkpoint writes Qwen2.5's special ids, which this vocabulary does not have: use the tokenizer's.
+    im_end, endoftext = eos_token_ids(tokenizer)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": [im_end, endoftext], "pad_token_id": endoftext}, f, indent=2)
+
+
+def build_tiny_policy(path: str, *, seed: int = 0, preset: str = "demo", texts: Sequence[str] | None = None) -> str:
+    """Writes the random-init demo policy to ``path`` and returns ``path``.
+
+    Args:
+      path: output directory; must not exist or be empty.
+      seed: parameter initialisation seed (the tokenizer depends only on ``texts``).
+      preset: `ModelConfig` preset; the tokenizer gets at most its ``vocab_size`` ids.
+      texts: BPE training texts; default `household_corpus()`.
+    """
+    cfg = ModelConfig.from_preset(preset)
+    tokenizer = train_tokenizer(household_corpus() if texts is None else texts, cfg.vocab_size)
+    save_policy(Qwen2(cfg, rngs=nnx.Rngs(seed)), tokenizer, path)
+    return path
+
+
+def warm_start(policy_dir: str, path: str, *, task_types: Sequence[str] = WARM_START_TYPES, num_tasks: int = 120,
+               steps: int = 150, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0) -> sft.SFTResult:
+    """Fine-tunes the policy at ``policy_dir`` on expert demonstrations and writes it to ``path``.
+
+    Args:
+      policy_dir: an HF model dir with its tokenizer (`build_tiny_policy`).
+      path: output directory; must not exist or be empty.
+      task_types: the household task types demonstrated (`DEMO_ENV` world, train split); the others stay unseen.
+      num_tasks: demonstrated episodes (train tasks 0..num_tasks-1 of a panel of these types).
+      steps, batch_size, learning_rate, seed: see `sft.train`.
+    """
+    tokenizer = load_tokenizer(policy_dir)
+    env = make_env("household", **(DEMO_ENV | {"task_types": tuple(task_types)}))
+    rows = sft.tokenize_examples(tokenizer, expert_examples(env, env.tasks("train")[:num_tasks], seed))
+    model, result = sft.train(load_hf_checkpoint(policy_dir), rows, steps=steps, batch_size=batch_size,
+                              learning_rate=learning_rate, seed=seed)
+    save_policy(model, tokenizer, path)
+    return result

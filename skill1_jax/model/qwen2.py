@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from skill1_jax.model.attention import attention
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.parallel.sharding import constrain
 
@@ -45,6 +46,10 @@ PARAM_AXES: dict[str, tuple[str, ...]] = {
     "up_kernel": ("layers", "embed", "mlp"),
     "down_kernel": ("layers", "mlp", "embed"),
 }
+# What a rematerialised decoder block saves for its backward pass (``ModelConfig.remat_policy``): nothing but its
+# input, or also the outputs of the weight matmuls (dots without batch dimensions; attention's dots have them).
+_CHECKPOINT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                        "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 BLOCK_PARAMS = tuple(k for k, v in PARAM_AXES.items() if v[0] == "layers")
 CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
 
@@ -105,17 +110,9 @@ def rope(x: Array, positions: Array, theta: float) -> Array:
     return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
-def _attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """GQA attention. q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] (True = attend). Softmax in float32."""
-    b, t, n, h = q.shape
-    kh = k.shape[2]
-    q = q.reshape(b, t, kh, n // kh, h)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h)
-    # A finite fill keeps fully-masked rows (padding queries) finite instead of NaN.
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-    return out.reshape(b, t, n, h)
+def _attention(cfg: ModelConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """GQA attention. q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] (True = attend); ``cfg.attention`` picks the kernel."""
+    return attention(q, k, v, mask, implementation=cfg.attention, block_size=cfg.attention_block)
 
 
 def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array,
@@ -133,7 +130,7 @@ def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, ma
         ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
         cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
         k, v, cache_kv = ck.astype(dt), cv.astype(dt), (ck, cv)
-    attn = _attention(q, k, v, mask)
+    attn = _attention(cfg, q, k, v, mask)
     x = x + jnp.einsum("btnh,nhd->btd", attn, p["o_kernel"].astype(dt))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
     gate = jnp.einsum("btd,df->btf", h, p["gate_kernel"].astype(dt))
@@ -190,7 +187,7 @@ class Qwen2(nnx.Module):
             return x, kv
 
         if cfg.remat:
-            body = jax.checkpoint(body, prevent_cse=False)
+            body = jax.checkpoint(body, prevent_cse=False, policy=_CHECKPOINT_POLICIES[cfg.remat_policy])
         xs = (self._block_params(), None if cache is None else (cache.k, cache.v))
         x, new_kv = jax.lax.scan(body, x, xs)
         x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)

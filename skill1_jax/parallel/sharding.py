@@ -151,6 +151,11 @@ def activation_sharding(mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES):
         _ACTIVE.reset(token)
 
 
+def active_activation_sharding() -> tuple[Mesh, Mapping[str, Any]] | None:
+    """The (mesh, rules) of the enclosing ``activation_sharding`` context, or None (e.g. for ``shard_map`` kernels)."""
+    return _ACTIVE.get()
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """``with_sharding_constraint`` by logical names, when an activation-sharding context is active."""
     active = _ACTIVE.get()

@@ -34,7 +34,8 @@ def shared_root(shared_data):
 
 def _trials(root, split):
     """The shared ``<split>/<task folder>/<trial>`` ids, sorted."""
-    return sorted(p.parent.relative_to(root / GAMES).as_posix() for p in (root / GAMES / split).glob("*/*/game.tw-pddl"))
+    games = (root / GAMES / split).glob("*/*/game.tw-pddl")
+    return sorted(p.parent.relative_to(root / GAMES).as_posix() for p in games)
 
 
 def _link(shared_root, root, trial, split=None):

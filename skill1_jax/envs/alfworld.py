@@ -81,7 +81,7 @@ def _panel_hash(games: Sequence[dict[str, str]]) -> str:
 
 
 def _split_dir(data_root: pathlib.Path, split: str) -> pathlib.Path:
-    """``<root>/json_2.1.1/<split>``: any folder there is a split (train, valid_seen, valid_unseen, valid_train, ...)."""
+    """``<root>/json_2.1.1/<split>``; any folder there is a split (train, valid_seen, valid_unseen, valid_train...)."""
     if not split or split in (".", "..") or "/" in split or "\\" in split:
         raise ValueError(f"ALFWorld split {split!r} must name one folder under {data_root / GAMES_DIR}")
     split_dir = data_root / GAMES_DIR / split
@@ -110,7 +110,8 @@ def build_panel(data_root: str | os.PathLike, split: str) -> dict[str, Any]:
         if not json.loads(raw).get("solvable", False):
             continue
         task_id = trial.relative_to(split_dir.parent).as_posix()  # "<split>/<task folder>/<trial>"
-        games.append({"task_id": task_id, "task_type": task_type_of(task_id), "sha256": hashlib.sha256(raw).hexdigest()})
+        sha256 = hashlib.sha256(raw).hexdigest()
+        games.append({"task_id": task_id, "task_type": task_type_of(task_id), "sha256": sha256})
     if not games:
         raise ValueError(f"ALFWorld split directory {split_dir} holds no playable game (a <task>/<trial>/ folder with "
                          f"traj_data.json and a solvable {GAME_FILE}). {GET_DATA}.")
@@ -210,7 +211,7 @@ class _GameCache:
         self._scratch_lib = None  # PddlState.__init__ loads its task into a library; the template uses this one
 
     def get(self, game_file: str, expected_sha256: str | None = None, panel: str = "") -> _ParsedGame:
-        """The parsed game; on a miss, read it and refuse it unless its sha256 is ``expected_sha256`` (from ``panel``)."""
+        """The parsed game; on a miss, read it and refuse it unless its sha256 is ``expected_sha256`` (of ``panel``)."""
         if game_file in self._games:
             self._games.move_to_end(game_file)
             return self._games[game_file]

@@ -1,0 +1,340 @@
+"""The experiment config tree: one frozen dataclass composing every knob of a run, with the paper's presets.
+
+``ExperimentConfig`` = ``ModelConfig`` (network) + ``RLConfig`` (update) + ``LibraryConfig`` (skill memory) +
+``GenerationConfig`` (sampling per stage) + ``EnvConfig`` (which world, splits, turn limit) + ``TrainConfig``
+(steps, N × G, evaluation, checkpoints) + the ``variant`` (the ablation rows of paper Table 2).
+
+Presets (spec §4):
+  * ``paper``    — Table 4–6 / §4.1: G = 16, K = 5, w_sim = 0.6, λ1 = λ2 = 0.3, 16 tasks/step (ALFWorld), 150
+                   steps, eval every 20 steps on 64 tasks at temperature 0.4, Qwen2.5-7B.
+  * ``released`` — the released launch scripts (§4.2): as ``paper`` but G = 8, K = 3, w_sim = 1.0.
+  * ``cpu_tiny`` — the built-in household world with a tiny policy on a 2-core CPU: minutes, same code paths.
+
+Variants are config differences, never code forks (``VariantSpec`` says which stages run and how the loss is
+weighted); ``ExperimentConfig.effective_rl`` applies the variant to ``RLConfig``. Flags exist only in ``launch/``;
+``override`` turns ``section.field=value`` strings into a new config with one clear error per bad entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Mapping, Sequence
+
+from skill1_jax.model.config import ModelConfig
+from skill1_jax.rl.config import RLConfig
+from skill1_jax.skills.config import LibraryConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantSpec:
+    """What one row of paper Table 2 changes.
+
+    Attributes:
+      selection: run the query (stage A) and re-rank (stage B) stages; without it the raw task text is the
+        retrieval query and the retrieval order is the ranking ("w/o Selection", spec §8 item 14).
+      distillation: ``"model"`` (stage D writes the skill, Eq. 10), ``"raw"`` (no stage D; the raw trajectory of a
+        successful rollout is stored as the skill: "w/o Distillation") or ``"none"`` (nothing is stored).
+      library: retrieve and inject skills at all ("w/o Library" = plain GRPO on the actions).
+      lambda_rerank, lambda_distill: None keeps ``RLConfig``'s λ; a number overrides it.
+    """
+
+    selection: bool = True
+    distillation: str = "model"
+    library: bool = True
+    lambda_rerank: float | None = None
+    lambda_distill: float | None = None
+
+
+VARIANTS: Mapping[str, VariantSpec] = {
+    "skill1": VariantSpec(),
+    "no_selection": VariantSpec(selection=False),
+    "no_distillation": VariantSpec(distillation="raw"),
+    "no_library": VariantSpec(selection=False, distillation="none", library=False),
+    "lambda1_0": VariantSpec(lambda_rerank=0.0),
+    "lambda2_0": VariantSpec(lambda_distill=0.0),
+    "lambda_both_0": VariantSpec(lambda_rerank=0.0, lambda_distill=0.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings of the four stages.
+
+    Attributes:
+      temperature, top_p, top_k: training rollouts (trainer defaults 1.0 / 1.0 / 0; spec §8 item 12).
+      eval_temperature: evaluation rollouts sample at 0.4 (spec §4.1).
+      max_query_tokens, max_rank_tokens, max_action_tokens, max_distill_tokens: response limits per stage (the
+        paper caps every response at 2,048). A reply that hits its limit is *truncated*: its action is parsed as
+        usual (verl-agent does), but its tokens never carry loss (``rl.rows``).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    eval_temperature: float = 0.4
+    max_query_tokens: int = 2048
+    max_rank_tokens: int = 2048
+    max_action_tokens: int = 2048
+    max_distill_tokens: int = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Which world the agent plays.
+
+    Attributes:
+      name: ``household`` (built-in), ``alfworld`` or ``webshop``.
+      options: constructor keyword arguments of the environment as (name, value) pairs (e.g. the household
+        ``preset``, ALFWorld's ``data_root``).
+      train_split, eval_split: task panels for training and evaluation.
+      max_turns: episode limit (ALFWorld 50, WebShop 15; the env's own limit applies too).
+      num_workers: environment worker processes; 0 plays in-process (``SerialPool``).
+    """
+
+    name: str = "household"
+    options: tuple[tuple[str, Any], ...] = (("preset", "default"),)
+    train_split: str = "train"
+    eval_split: str = "eval"
+    max_turns: int = 50
+    num_workers: int = 0
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The outer loop.
+
+    Attributes:
+      steps: training steps (paper: 150).
+      tasks_per_step: N tasks per step, each played by ``group_size`` rollouts (G).
+      group_size: G.
+      eval_every: evaluate every k steps (and at the end); 0 only at the end.
+      eval_tasks: size of the fixed evaluation panel (first tasks of ``eval_split``); 0 = the whole split.
+      eval_before_train: evaluate the initial policy too (the released scripts' ``val_before_train``).
+      seed: run seed (task order, sampling keys, model init when no checkpoint is given).
+      checkpoint_every: save a checkpoint every k steps (0: only at the end / on preemption).
+      keep_checkpoints: keep the newest n checkpoints.
+      length_bucket: training rows are padded to a multiple of this many tokens (bounds compiled programs).
+    """
+
+    steps: int = 150
+    tasks_per_step: int = 16
+    group_size: int = 16
+    eval_every: int = 20
+    eval_tasks: int = 64
+    eval_before_train: bool = True
+    seed: int = 0
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 3
+    length_bucket: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a run needs; the single source of truth (``to_json`` is recorded in every run directory)."""
+
+    model: ModelConfig = dataclasses.field(default_factory=lambda: ModelConfig.from_preset("qwen2.5-7b"))
+    rl: RLConfig = RLConfig()
+    library: LibraryConfig = LibraryConfig()
+    generation: GenerationConfig = GenerationConfig()
+    env: EnvConfig = EnvConfig()
+    train: TrainConfig = TrainConfig()
+    variant: str = "skill1"
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose one of {sorted(VARIANTS)}")
+        t = self.train
+        for name in ("steps", "tasks_per_step", "group_size"):
+            if getattr(t, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(t, name)}")
+        if self.env.max_turns < 1:
+            raise ValueError(f"env.max_turns must be >= 1, got {self.env.max_turns}")
+
+    @property
+    def spec(self) -> VariantSpec:
+        return VARIANTS[self.variant]
+
+    @property
+    def effective_rl(self) -> RLConfig:
+        """``rl`` with the variant's λ overrides; ``no_library`` trains with the plain GRPO objective."""
+        spec, changes = self.spec, {}
+        if spec.lambda_rerank is not None:
+            changes["lambda_rerank"] = spec.lambda_rerank
+        if spec.lambda_distill is not None:
+            changes["lambda_distill"] = spec.lambda_distill
+        if not spec.library:
+            changes["objective"] = "grpo"
+        return self.rl.replace(**changes)
+
+    def replace(self, **changes: Any) -> "ExperimentConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ExperimentConfig":
+        """Inverse of ``to_dict`` (e.g. a run's recorded ``config.json``)."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for name, value in values.items():
+            if name not in sections:
+                raise ValueError(f"ExperimentConfig: unknown section {name!r}")
+            kwargs[name] = value if name == "variant" else _SECTION_TYPES[name](**_tuplify(name, value))
+        return cls(**kwargs)
+
+
+_SECTION_TYPES = {"model": ModelConfig, "rl": RLConfig, "library": LibraryConfig, "generation": GenerationConfig,
+                  "env": EnvConfig, "train": TrainConfig}
+
+
+def _tuplify(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if section == "env" and "options" in out:
+        out["options"] = tuple(tuple(kv) for kv in out["options"])
+    return out
+
+
+# ---- presets ------------------------------------------------------------------------------------------------
+def paper(env: str = "alfworld") -> ExperimentConfig:
+    """Paper §4.1 / Tables 4–6 (spec §4.1). WebShop: 32 tasks/step, eval on 128, 15 turns."""
+    webshop = env == "webshop"
+    return ExperimentConfig(
+        model=ModelConfig.from_preset("qwen2.5-7b", remat=True),
+        rl=RLConfig(),
+        library=LibraryConfig.paper(),
+        generation=GenerationConfig(),
+        env=_env(env, max_turns=15 if webshop else 50),
+        train=TrainConfig(steps=150, tasks_per_step=32 if webshop else 16, group_size=16, eval_every=20,
+                          eval_tasks=128 if webshop else 64),
+    )
+
+
+def released(env: str = "alfworld") -> ExperimentConfig:
+    """The released launch scripts (spec §4.2): G = 8, K = 3, w_sim = 1.0, 16 tasks/step and eval 64 on both
+    environments; the WebShop script leaves λ1 = λ2 at the collector default 1.0."""
+    base = paper(env)
+    rl = base.rl.replace(lambda_rerank=1.0, lambda_distill=1.0) if env == "webshop" else base.rl
+    return base.replace(rl=rl, library=LibraryConfig.released(),
+                        train=dataclasses.replace(base.train, group_size=8, tasks_per_step=16, eval_tasks=64))
+
+
+def cpu_tiny(env: str = "household") -> ExperimentConfig:
+    """Minutes on a 2-core CPU: the household world's easy preset, the demo's tiny policy (``demo`` model preset
+    over a household BPE, ``train.tiny_policy``), short replies, small N × G.
+
+    The learning rate is far above the paper's 1e-6 because a 5 M-parameter policy trained for tens of steps
+    needs it; every other rule (losses, library, evaluation protocol) is the paper's.
+    """
+    return ExperimentConfig(
+        model=ModelConfig.from_preset("demo"),
+        rl=RLConfig(learning_rate=1e-4, micro_batch_size=8, mini_batch_size=64, kl_coef=0.01),
+        library=LibraryConfig(top_k=3),
+        generation=GenerationConfig(max_query_tokens=24, max_rank_tokens=12, max_action_tokens=40,
+                                    max_distill_tokens=96),
+        env=_env(env, max_turns=8) if env != "household" else EnvConfig(
+            name="household", options=(("preset", "easy"), ("num_eval", 48)), max_turns=8),
+        train=TrainConfig(steps=20, tasks_per_step=4, group_size=4, eval_every=10, eval_tasks=12,
+                          eval_before_train=True, checkpoint_every=5, keep_checkpoints=2, length_bucket=128),
+    )
+
+
+def _env(name: str, max_turns: int) -> EnvConfig:
+    if name == "household":
+        return EnvConfig(name="household", options=(("preset", "default"),), max_turns=max_turns)
+    if name == "alfworld":
+        return EnvConfig(name="alfworld", options=(), train_split="train", eval_split="valid_seen",
+                         max_turns=max_turns)
+    if name == "webshop":
+        return EnvConfig(name="webshop", options=(), train_split="train", eval_split="test", max_turns=max_turns)
+    raise ValueError(f"unknown environment {name!r}; choose household, alfworld or webshop")
+
+
+PRESETS = {"paper": paper, "released": released, "cpu_tiny": cpu_tiny}
+
+
+def preset(name: str, env: str | None = None) -> ExperimentConfig:
+    """A named preset (``paper``, ``released``, ``cpu_tiny``), optionally for another environment."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]() if env is None else PRESETS[name](env)
+
+
+# ---- overrides ----------------------------------------------------------------------------------------------
+def _parse_value(text: str, current: Any, where: str) -> Any:
+    if isinstance(current, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{where}: expected true/false, got {text!r}")
+    try:
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: expected a {type(current).__name__}, got {text!r}") from None
+    if current is None:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+    if isinstance(current, tuple):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: expected a JSON list, got {text!r}") from None
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return text
+
+
+def override(cfg: ExperimentConfig, assignments: Sequence[str]) -> ExperimentConfig:
+    """Applies ``section.field=value`` strings (e.g. ``rl.learning_rate=3e-6``, ``train.group_size=8``,
+    ``env.options.preset=easy``, ``variant=no_library``); raises ValueError naming the first bad one."""
+    sections: dict[str, dict[str, Any]] = {}
+    variant = cfg.variant
+    for item in assignments:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.field=value")
+        key, text = item.split("=", 1)
+        if key == "variant":
+            variant = text
+            continue
+        parts = key.split(".")
+        if parts[0] not in _SECTION_TYPES or len(parts) < 2:
+            raise ValueError(f"override {item!r}: the key must be <section>.<field> with section one of "
+                             f"{sorted(_SECTION_TYPES)} (or 'variant')")
+        section = getattr(cfg, parts[0])
+        changes = sections.setdefault(parts[0], {})
+        if parts[0] == "env" and parts[1] == "options" and len(parts) == 3:
+            opts = dict(changes.get("options", section.options))
+            current = opts.get(parts[2])
+            opts[parts[2]] = _parse_value(text, current, key) if current is not None else _parse_value(text, None, key)
+            changes["options"] = tuple(sorted(opts.items()))
+            continue
+        if len(parts) != 2 or not hasattr(section, parts[1]) or parts[1] not in {
+                f.name for f in dataclasses.fields(section)}:
+            known = sorted(f.name for f in dataclasses.fields(section))
+            raise ValueError(f"override {item!r}: {parts[0]} has no field {'.'.join(parts[1:])!r}; known: {known}")
+        changes[parts[1]] = _parse_value(text, getattr(section, parts[1]), key)
+    new = {name: dataclasses.replace(getattr(cfg, name), **changes) for name, changes in sections.items()}
+    return cfg.replace(**new, variant=variant)
+
+
+def fields_help(cfg: ExperimentConfig) -> list[str]:
+    """``section.field = default`` lines for every field (``--helpfull``)."""
+    lines = [f"variant = {cfg.variant!r}  (one of {', '.join(VARIANTS)})"]
+    for name in _SECTION_TYPES:
+        section = getattr(cfg, name)
+        for f in dataclasses.fields(section):
+            lines.append(f"{name}.{f.name} = {getattr(section, f.name)!r}")
+    return lines

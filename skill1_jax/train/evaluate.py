@@ -1,0 +1,97 @@
+"""Evaluation (spec §4, §9 step 10): a fixed task panel, one rollout per task, temperature 0.4, greedy retrieval,
+all K re-ranked skills injected, no distillation and no library or reference writes.
+
+``EvalResult`` holds per-task-type success (ALFWorld / household), score and success (WebShop), and renders the
+row in the paper's Table 1 layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from skill1_jax.envs import base
+from skill1_jax.train.rollout import RolloutContext, Rollouts, collect
+
+# Paper Table 1 column per ALFWorld task type (the household world uses the same six types).
+TYPE_COLUMNS = dict(zip(base.ALFWORLD_TASK_TYPES, ("Pick", "Look", "Clean", "Heat", "Cool", "Pick2")))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """Success rates in percent.
+
+    Attributes:
+      env: environment name.
+      success: overall success (%).
+      score: mean raw score × 100 (WebShop's "Score"; equals success elsewhere).
+      per_type: task type → success (%), for the types present in the panel.
+      num_tasks: panel size.
+    """
+
+    env: str
+    success: float
+    score: float
+    per_type: dict[str, float]
+    num_tasks: int
+
+    def columns(self) -> dict[str, float]:
+        """Paper-table columns: Pick … Pick2, All (ALFWorld family) or Score, Succ (WebShop)."""
+        if self.env == "webshop":
+            return {"Score": self.score, "Succ": self.success}
+        cols = {TYPE_COLUMNS.get(t, t): v for t, v in sorted(self.per_type.items(),
+                                                             key=lambda kv: list(TYPE_COLUMNS).index(kv[0])
+                                                             if kv[0] in TYPE_COLUMNS else 99)}
+        return {**cols, "All": self.success}
+
+    def metrics(self, prefix: str = "eval") -> dict[str, float]:
+        out = {f"{prefix}/success": self.success, f"{prefix}/score": self.score}
+        out.update({f"{prefix}/success_{t}": v for t, v in self.per_type.items()})
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def summarize(env: str, rollouts: Rollouts) -> EvalResult:
+    """Per-type and overall rates of evaluation rollouts."""
+    eps = rollouts.episodes
+    success = np.array([e.success for e in eps], np.float64)
+    score = np.array([e.score for e in eps], np.float64)
+    per_type = {}
+    for t in sorted({e.task_type for e in eps}):
+        idx = [i for i, e in enumerate(eps) if e.task_type == t]
+        per_type[t] = 100.0 * float(success[idx].mean())
+    return EvalResult(env=env, success=100.0 * float(success.mean()) if eps else 0.0,
+                      score=100.0 * float(score.mean()) if eps else 0.0, per_type=per_type, num_tasks=len(eps))
+
+
+def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0) -> EvalResult:
+    """Plays each task once in evaluation mode; never writes the library or the reference store."""
+    return summarize(ctx.config.env.name, collect(ctx, tasks, group_size=1, mode="eval", rng=rng, step=step))
+
+
+def markdown_table(rows: dict[str, EvalResult | dict[str, float]], paper: dict[str, dict[str, float]] | None = None,
+                   digits: int = 1) -> str:
+    """A Markdown table with one row per method (ours, and the paper's numbers beside them when given)."""
+    as_cols = {name: r.columns() if isinstance(r, EvalResult) else dict(r) for name, r in rows.items()}
+    header: list[str] = []
+    for cols in list(as_cols.values()) + list((paper or {}).values()):
+        header += [c for c in cols if c not in header]
+    lines = ["| Method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+
+    def fmt(v):
+        if v is None:
+            return "—"
+        if isinstance(v, str):
+            return v
+        return f"{v:.{digits}f}"
+
+    for name, cols in as_cols.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(cols.get(c)) for c in header) + " |")
+    for name, cols in (paper or {}).items():
+        lines.append(f"| {name} (paper) | " + " | ".join(fmt(cols.get(c)) for c in header) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""The policy as the rollout collector sees it: batched text prompts in, token-exact replies out.
+
+``Policy.generate(stage, prompts, mode, rng)`` answers every prompt of one stage in **one** call (one batched sampler
+call per stage / per play turn). Each ``Reply`` carries the exact prompt and response token ids and the sampler's
+raw-policy log-probs, which become training rows unchanged (never re-tokenized from the decoded text).
+
+* ``ModelPolicy`` samples from the Qwen2 params with one ``Sampler`` per stage (its stop string).
+* ``ScriptedPolicy`` answers with strings chosen by a function (tests, expert demonstrations): the reply text is
+  tokenized once, so its rows are just as token-exact; log-probs are a constant.
+
+Stop rules per stage: ``</query>``, ``</rank>``, ``</action>``; the distillation reply stops only at EOS (or its
+length limit), so a fenced ```` ```json ```` block is never cut at its opening fence and the whole JSON survives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol, Sequence
+
+import jax
+import numpy as np
+
+from skill1_jax.config import GenerationConfig
+from skill1_jax.model.tokenizer import encode_prompts, eos_token_ids
+from skill1_jax.sampling import Sampler, SamplingConfig
+
+STAGES = ("query", "rank", "action", "distill")
+STOP_STRINGS = {"query": ("</query>",), "rank": ("</rank>",), "action": ("</action>",), "distill": ()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """One generated segment.
+
+    Attributes:
+      text: the decoded reply (what the parsers read).
+      prompt_ids: token ids the policy was prompted with.
+      response_ids: token ids it produced (stop string / EOS included).
+      logprobs: raw-policy log-probs of ``response_ids`` (π_old).
+      truncated: the reply hit the stage's token limit.
+    """
+
+    text: str
+    prompt_ids: np.ndarray
+    response_ids: np.ndarray
+    logprobs: np.ndarray
+    truncated: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One prompt plus who asks (the scripted policy uses it; the model ignores it)."""
+
+    prompt: str
+    rollout: int
+    task: str = ""
+    turn: int = 0
+
+
+class Policy(Protocol):
+    def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
+        """Replies to every request of ``stage`` ("query", "rank", "action", "distill"); ``mode`` is "train"
+        (training temperature) or "eval" (evaluation temperature)."""
+
+
+def stage_limit(gen: GenerationConfig, stage: str) -> int:
+    return {"query": gen.max_query_tokens, "rank": gen.max_rank_tokens, "action": gen.max_action_tokens,
+            "distill": gen.max_distill_tokens}[stage]
+
+
+class ModelPolicy:
+    """Samples from ``params`` (set ``policy.params`` after each update; no copy is made).
+
+    Args:
+      graphdef: the model graph (``nnx.split``).
+      params: the current params (nnx State), possibly sharded.
+      tokenizer: the policy's tokenizer (byte-level BPE with ChatML tokens).
+      vocab_size: the model's vocabulary size.
+      generation: per-stage limits and temperatures.
+    """
+
+    def __init__(self, graphdef: Any, params: Any, tokenizer: Any, vocab_size: int, generation: GenerationConfig):
+        self.graphdef, self.params, self.tokenizer, self.generation = graphdef, params, tokenizer, generation
+        eos = eos_token_ids(tokenizer)
+        self.samplers = {stage: Sampler(vocab_size, tokenizer, stop_strings=STOP_STRINGS[stage], eos_ids=eos)
+                         for stage in STAGES}
+
+    def sampling_config(self, stage: str, mode: str) -> SamplingConfig:
+        g = self.generation
+        temperature = g.temperature if mode == "train" else g.eval_temperature
+        return SamplingConfig(max_new_tokens=stage_limit(g, stage), temperature=temperature, top_p=g.top_p,
+                              top_k=g.top_k)
+
+    def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
+        if not requests:
+            return []
+        prompt_ids = encode_prompts(self.tokenizer, [r.prompt for r in requests])
+        out = self.samplers[stage].generate(self.graphdef, self.params, prompt_ids,
+                                            self.sampling_config(stage, mode), rng)
+        replies = []
+        for i, ids in enumerate(prompt_ids):
+            n = int(out.lengths[i])
+            replies.append(Reply(text=out.text[i], prompt_ids=np.asarray(ids, np.int32),
+                                 response_ids=out.tokens[i, :n].astype(np.int32),
+                                 logprobs=out.logprobs[i, :n].astype(np.float32),
+                                 truncated=out.finish_reason[i] == "length"))
+        return replies
+
+
+ScriptFn = Callable[[str, Request], str]
+
+
+class ScriptedPolicy:
+    """Replies ``script(stage, request)``; each reply is tokenized once and ends with ``<|im_end|>``.
+
+    A reply longer than the stage limit is cut to the limit and flagged truncated, as the sampler would.
+    ``calls`` records (stage, number of requests) per ``generate`` call, for tests of the batching contract.
+    """
+
+    def __init__(self, script: ScriptFn, tokenizer: Any, generation: GenerationConfig, logprob: float = -1.0):
+        self.script, self.tokenizer, self.generation, self.logprob = script, tokenizer, generation, logprob
+        self.eos = eos_token_ids(tokenizer)[0]
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
+        del mode, rng
+        self.calls.append((stage, len(requests)))
+        if not requests:
+            return []
+        prompt_ids = encode_prompts(self.tokenizer, [r.prompt for r in requests])
+        limit = stage_limit(self.generation, stage)
+        replies = []
+        for ids, request in zip(prompt_ids, requests):
+            text = self.script(stage, request)
+            response = list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + [self.eos]
+            truncated = len(response) > limit
+            response = response[:limit]
+            if truncated:
+                text = self.tokenizer.decode(response, skip_special_tokens=True)
+            replies.append(Reply(text=text, prompt_ids=np.asarray(ids, np.int32),
+                                 response_ids=np.asarray(response, np.int32),
+                                 logprobs=np.full(len(response), self.logprob, np.float32), truncated=truncated))
+        return replies

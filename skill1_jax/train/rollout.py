@@ -1,0 +1,223 @@
+"""Rollout collection: N tasks × G rollouts through the four Skill1 stages (spec §1, §9 steps 1–5).
+
+All G rollouts of a task play the same game (the env pool places them on one worker). Every stage is **one**
+batched ``Policy.generate`` call over all rollouts that need it, and the play stage is one call per turn over the
+rollouts still alive (finished episodes drop out); the environments of a turn are stepped together through the pool.
+
+Stage by stage (``mode="train"``; what ``mode="eval"`` changes is in brackets):
+  A. query: ``query_prompt`` → parse ``<query>``; an empty/missing query falls back to the task text (spec §1.1).
+  retrieval: MiniLM embedding → ``SkillLibrary.retrieve`` with UCB [greedy]; read-only.
+  B. re-rank, only for rollouts with ≥ 2 candidates: ``rerank_prompt`` → ``parse_rank`` → NDCG with the candidates'
+     pre-update utilities as gains (Eq. 9). The top-ranked skill is injected into the play prompts [all K, in the
+     re-ranked order].
+  C. play: ``play_prompt`` (W = 2 history) → ``parse_action`` → env step, up to ``max_turns``.
+  D. distill [skipped]: ``distill_prompt`` with the contrastive reference trajectory of the same task (the latest
+     opposite-outcome attempt from earlier steps) → ``parse_distill``.
+
+Nothing here writes to the library or the reference store: the trainer applies those writes after the update,
+for training rollouts only, so evaluation can never leak into the skill bank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from skill1_jax.agent import parsing, prompts
+from skill1_jax.agent.history import EpisodeHistory, ReferenceTrajectories
+from skill1_jax.config import ExperimentConfig
+from skill1_jax.envs import base
+from skill1_jax.rl import advantages as adv
+from skill1_jax.rl.batch import Segment
+from skill1_jax.skills import SkillLibrary
+from skill1_jax.skills.search import Retrieval
+from skill1_jax.train.policy import Policy, Reply, Request
+
+
+@dataclasses.dataclass
+class Episode:
+    """One rollout: what it saw, chose, did and produced.
+
+    ``segments`` lists every generated reply with its kind, in generation order (the training rows).
+    """
+
+    slot: int
+    task: base.TaskRef
+    group: int
+    task_text: str = ""
+    task_type: str = ""
+    observation: str = ""
+    query: str = ""
+    candidates: list[str] = dataclasses.field(default_factory=list)  # retrieved strategies, retrieval order
+    candidate_utility: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    ranking: list[int] = dataclasses.field(default_factory=list)
+    rank_parsed: bool = False
+    ndcg: float = 0.0
+    injected: list[str] = dataclasses.field(default_factory=list)
+    history: EpisodeHistory | None = None
+    success: bool = False
+    score: float = 0.0
+    turns: int = 0
+    invalid_turns: int = 0
+    error: str | None = None
+    distill_text: str | None = None
+    distillation: parsing.Distillation | None = None
+    segments: list[tuple[Segment, Reply]] = dataclasses.field(default_factory=list)
+
+    @property
+    def trajectory_text(self) -> str:
+        return self.history.trajectory_text() if self.history is not None else ""
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """The result of one collection: episodes in slot order, the retrieval, and per-stage costs."""
+
+    episodes: list[Episode]
+    retrieval: Retrieval | None
+    seconds: dict[str, float]
+
+    @property
+    def success(self) -> np.ndarray:
+        return np.array([e.success for e in self.episodes], np.float64)
+
+    @property
+    def groups(self) -> np.ndarray:
+        return np.array([e.group for e in self.episodes], np.int64)
+
+
+@dataclasses.dataclass
+class RolloutContext:
+    """What collection reads: the policy, the env pool, the library (read-only) and the encoder."""
+
+    config: ExperimentConfig
+    policy: Policy
+    pool: Any  # envs.pool.EnvPool or SerialPool
+    library: SkillLibrary | None
+    encoder: Any  # skills.SentenceEncoder-like: encode(list[str]) -> [n, 384]
+    references: ReferenceTrajectories
+    seed: int = 0
+
+
+def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], texts: Sequence[str], mode: str,
+              rng: jax.Array, kind: Segment | None, seconds: dict[str, float], turn: int = 0) -> list[Reply]:
+    """One batched policy call; records each reply as a segment of its episode (unless ``kind`` is None)."""
+    if not episodes:
+        return []
+    start = time.perf_counter()
+    requests = [Request(prompt=t, rollout=e.slot, task=e.task_text, turn=turn) for e, t in zip(episodes, texts)]
+    replies = ctx.policy.generate(stage, requests, mode, rng)
+    seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
+    if kind is not None:
+        for e, r in zip(episodes, replies):
+            e.segments.append((kind, r))
+    return replies
+
+
+def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int, mode: str, rng: jax.Array,
+            step: int) -> Rollouts:
+    """Plays ``tasks`` × ``group_size`` rollouts through stages A–D (see module docstring).
+
+    Args:
+      ctx: policy, pool, library, encoder, reference trajectories.
+      tasks: the N tasks; rollout ``i·G + k`` is the k-th attempt at task i, group id i.
+      group_size: G.
+      mode: "train" or "eval".
+      rng: key for all sampling of this collection.
+      step: training step (seeds the episodes; recorded nowhere else).
+    """
+    if mode not in ("train", "eval"):
+        raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+    cfg, spec = ctx.config, ctx.config.spec
+    env = cfg.env.name
+    train = mode == "train"
+    keys = iter(jax.random.split(rng, 3 + cfg.env.max_turns))
+    seconds: dict[str, float] = {}
+
+    slots = [(t, base.episode_seed(ctx.seed + step, t.task_id, k)) for t in tasks for k in range(group_size)]
+    start = time.perf_counter()
+    resets = ctx.pool.reset(slots)
+    seconds["env"] = time.perf_counter() - start
+    episodes = []
+    for slot, ((task, _), (obs, info)) in enumerate(zip(slots, resets)):
+        e = Episode(slot=slot, task=task, group=slot // group_size, task_text=info.get(base.TASK, ""),
+                    task_type=info.get(base.TASK_TYPE, ""), observation=obs, error=info.get(base.ERROR))
+        e.history = EpisodeHistory(env, e.task_text)
+        e.query = e.task_text
+        episodes.append(e)
+
+    # ---- selection: query (A) → retrieval → re-rank (B) -------------------------------------------------------
+    retrieval = None
+    use_library = spec.library and ctx.library is not None
+    if use_library:
+        if spec.selection:
+            replies = _generate(ctx, "query", episodes,
+                                [prompts.query_prompt(env, e.task_text, e.observation) for e in episodes], mode,
+                                next(keys), Segment.QUERY, seconds)
+            for e, r in zip(episodes, replies):
+                e.query = parsing.parse_query(r.text) or e.task_text
+        start = time.perf_counter()
+        embeddings = ctx.encoder.encode([e.query for e in episodes])
+        retrieval = ctx.library.retrieve(embeddings, mode="ucb" if train else "greedy")
+        strategies = ctx.library.strategies(retrieval.ids)
+        seconds["retrieval"] = time.perf_counter() - start
+        for e, cands, utils, valid in zip(episodes, strategies, retrieval.utilities, retrieval.valid):
+            e.candidates = list(cands)
+            e.candidate_utility = np.asarray(utils[valid], np.float64)
+            e.ranking = list(range(len(e.candidates)))
+        ranked = [e for e in episodes if len(e.candidates) >= 2] if spec.selection else []
+        replies = _generate(ctx, "rank", ranked,
+                            [prompts.rerank_prompt(env, e.task_text, e.observation, e.candidates) for e in ranked],
+                            mode, next(keys), Segment.RANK, seconds)
+        for e, r in zip(ranked, replies):
+            e.ranking, e.rank_parsed = parsing.parse_rank(r.text, len(e.candidates))
+            e.ndcg = adv.ndcg(e.ranking if e.rank_parsed else None, e.candidate_utility)
+        for e in episodes:
+            ordered = [e.candidates[j] for j in e.ranking]
+            e.injected = ordered[:1] if train else ordered  # top-1 in training, all K at evaluation (spec §1.3)
+    else:
+        next(keys), next(keys)
+
+    # ---- play (C): one batched generation per turn over the live rollouts -----------------------------------
+    current = [e.observation for e in episodes]
+    admissible = [info.get(base.ADMISSIBLE, []) for _, info in resets]
+    done = [e.error is not None for e in episodes]
+    for turn in range(cfg.env.max_turns):
+        live = [e for e in episodes if not done[e.slot]]
+        if not live:
+            break
+        texts = [prompts.play_prompt(env, e.task_text, current[e.slot], admissible[e.slot], e.history.turns,
+                                     e.injected) for e in live]
+        replies = _generate(ctx, "action", live, texts, mode, next(keys), Segment.ACTION, seconds, turn=turn)
+        actions = {}
+        for e, r in zip(live, replies):
+            parsed = parsing.parse_action(r.text, env)
+            e.invalid_turns += not parsed.valid
+            e.history.record(current[e.slot], parsed.action)
+            actions[e.slot] = parsed.action
+        start = time.perf_counter()
+        results = ctx.pool.step(actions)
+        seconds["env"] += time.perf_counter() - start
+        for e in live:
+            obs, _, finished, info = results[e.slot]
+            e.turns += 1
+            current[e.slot], admissible[e.slot] = obs, info.get(base.ADMISSIBLE, [])
+            e.success = e.success or bool(info.get(base.WON))
+            e.score = float(info.get(base.SCORE, float(e.success)))
+            if info.get(base.ERROR):
+                e.error = info[base.ERROR]
+            done[e.slot] = finished or e.turns >= cfg.env.max_turns  # the turn limit ends it as a failure
+
+    # ---- distill (C→D): training only, every rollout (admission is the trainer's, on success) --------------
+    if train and spec.distillation == "model":
+        texts = [prompts.distill_prompt(env, e.task_text, e.success, e.trajectory_text,
+                                        ctx.references.reference_for(e.task_text, e.success)) for e in episodes]
+        replies = _generate(ctx, "distill", episodes, texts, mode, next(keys), Segment.DISTILL, seconds)
+        for e, r in zip(episodes, replies):
+            e.distill_text = r.text
+            e.distillation = parsing.parse_distill(r.text, e.success)
+    return Rollouts(episodes=episodes, retrieval=retrieval, seconds=seconds)

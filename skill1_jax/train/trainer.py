@@ -1,0 +1,334 @@
+"""The training loop of paper Algorithm 1: rollouts → rewards → batch → update → library → metrics.
+
+One ``Trainer.train_step()``:
+  1. the task sampler yields N training tasks (a seeded permutation per epoch; its position is checkpointed);
+  2. ``rollout.collect`` plays N × G rollouts through stages A–D;
+  3. rewards (``rewards_and_advantages``): r ∈ {0, 1}; Â_util over each group (Eq. 8); Û = max pre-update U over
+     the retrieved candidates, R_distill = r − Û normalised separately (Eq. 10); raw NDCG for rank rows (Eq. 9);
+  4. ``rl.rows`` turns every generated segment into a token-exact row and splits the rows into mini-batches; the
+     frozen initial policy scores them (reference log-probs) and each mini-batch is one optimizer update;
+  5. the library (``update_library``): Eq. 5 EMA for every retrieved candidate of every rollout, admission of the
+     parsed distillations of successful rollouts (merge / retirement inside ``SkillLibrary.admit``), and the
+     contrastive reference store; training rollouts only;
+  6. metrics (paper Fig. 3–5 quantities, tokens and seconds per stage) go to ``metrics.MetricsWriter``.
+
+Randomness is a pure function of (seed, step): sampling keys are ``fold_in(key(seed), step)``, mini-batch
+shuffles ``hash(seed, step)``, the task order a permutation per (seed, epoch). A resumed run therefore needs only
+the step, the task position and the host state (library, references) to continue bit-identically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skill1_jax.agent.history import ReferenceTrajectories
+from skill1_jax.config import ExperimentConfig
+from skill1_jax.envs import base
+from skill1_jax.envs.pool import EnvPool, SerialPool
+from skill1_jax.rl import advantages as adv
+from skill1_jax.rl.batch import Segment, TrainBatch
+from skill1_jax.rl.rows import Row, mini_batches, row_stats
+from skill1_jax.rl.train_step import TrainState, init_train_state, make_logprob_fn, make_train_step
+from skill1_jax.skills import SkillDraft, SkillLibrary
+from skill1_jax.train.evaluate import EvalResult, evaluate
+from skill1_jax.train.policy import ModelPolicy, Policy
+from skill1_jax.train.rollout import Episode, RolloutContext, Rollouts, collect
+
+log = logging.getLogger(__name__)
+
+
+# ---- task order ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TaskSampler:
+    """Training tasks in a seeded random order, a fresh permutation each epoch; ``position`` counts tasks drawn."""
+
+    num_tasks: int
+    seed: int
+    position: int = 0
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_tasks)
+
+    def take(self, n: int) -> list[int]:
+        out = []
+        for p in range(self.position, self.position + n):
+            out.append(int(self.order(p // self.num_tasks)[p % self.num_tasks]))
+        self.position += n
+        return out
+
+
+# ---- rewards ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Rewards:
+    """Per-rollout rewards and advantages of one step ([R] arrays, rollout order)."""
+
+    success: np.ndarray  # r ∈ {0, 1}
+    util_advantage: np.ndarray  # Â_util (Eq. 8)
+    u_hat: np.ndarray  # Û = max pre-update U of the retrieved candidates, 0 if none
+    distill_reward: np.ndarray  # r − Û (Eq. 10)
+    distill_advantage: np.ndarray  # group-normalised r − Û
+    ndcg: np.ndarray  # R_rerank (Eq. 9), 0 without a parsed ranking of ≥ 2 candidates
+
+
+def rewards_and_advantages(rollouts: Rollouts, eps: float) -> Rewards:
+    """Eq. 8–10 for one step's rollouts (see module docstring)."""
+    success, groups = rollouts.success, rollouts.groups
+    u_hat = (rollouts.retrieval.max_utility().astype(np.float64) if rollouts.retrieval is not None
+             else np.zeros(len(success)))
+    return Rewards(success=success, util_advantage=adv.utilization_advantage(success, groups, eps), u_hat=u_hat,
+                   distill_reward=adv.distill_reward(success, u_hat),
+                   distill_advantage=adv.distill_advantage(success, u_hat, groups, eps),
+                   ndcg=np.array([e.ndcg for e in rollouts.episodes], np.float64))
+
+
+def training_rows(rollouts: Rollouts, rewards: Rewards, trained: Sequence[Segment]) -> list[Row]:
+    """Every generated segment of a kind in ``trained`` as a row with its advantage (query/action: Â_util,
+    rank: NDCG, distill: Â_distill), in rollout then generation order."""
+    per_kind = {Segment.QUERY: rewards.util_advantage, Segment.ACTION: rewards.util_advantage,
+                Segment.RANK: rewards.ndcg, Segment.DISTILL: rewards.distill_advantage}
+    rows = []
+    for i, e in enumerate(rollouts.episodes):
+        for kind, reply in e.segments:
+            if kind in trained:
+                rows.append(Row(prompt_ids=reply.prompt_ids, response_ids=reply.response_ids,
+                                logprobs=reply.logprobs, kind=kind, advantage=float(per_kind[kind][i]),
+                                group=e.group, truncated=reply.truncated))
+    return rows
+
+
+# ---- learner ------------------------------------------------------------------------------------------------
+class Learner:
+    """The device side: train state, frozen reference params, the jitted update and reference scorer."""
+
+    def __init__(self, graphdef: Any, params: Any, cfg: ExperimentConfig, mesh: Any = None):
+        self.rl = cfg.effective_rl
+        self.graphdef = graphdef
+        self.ref_params = jax.tree.map(jnp.copy, params)  # π_ref: the initial policy, frozen
+        self.state: TrainState = init_train_state(params, self.rl, cfg.train.seed)
+        self.mesh = mesh
+        self.train_step = make_train_step(graphdef, self.rl, self.state, mesh)
+        self.ref_logprobs = make_logprob_fn(graphdef, self.rl, self.ref_params, mesh)
+        data = 1 if mesh is None else int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
+        self.row_unit = self.rl.micro_batch_size * data
+
+    @property
+    def params(self) -> Any:
+        return self.state.params
+
+    def update(self, batches: Sequence[TrainBatch], seconds: dict[str, float]) -> dict[str, float]:
+        """Scores each mini-batch with π_ref, then applies one optimizer update per mini-batch; mean metrics."""
+        totals: dict[str, float] = {}
+        for host in batches:
+            start = time.perf_counter()
+            batch = jax.device_put(host)
+            ref = self.ref_logprobs(self.ref_params, batch) * batch.loss_mask
+            batch = dataclasses.replace(batch, ref_logp=ref)
+            jax.block_until_ready(ref)
+            seconds["ref_logprobs"] = seconds.get("ref_logprobs", 0.0) + time.perf_counter() - start
+            start = time.perf_counter()
+            self.state, metrics = self.train_step(self.state, batch)
+            metrics = jax.device_get(metrics)
+            seconds["update"] = seconds.get("update", 0.0) + time.perf_counter() - start
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        return {k: v / len(batches) for k, v in totals.items()} if batches else {}
+
+
+# ---- library ------------------------------------------------------------------------------------------------
+def update_library(library: SkillLibrary, encoder: Any, rollouts: Rollouts, cfg: ExperimentConfig,
+                   step: int) -> dict[str, float]:
+    """After the update (spec §9 step 9): EMA for all retrieved candidates (Eq. 5), then admissions.
+
+    ``distillation="model"``: the parsed lesson of each successful rollout; ``"raw"`` (w/o Distillation): the raw
+    trajectory text of each successful rollout, keyed by its task text.
+    """
+    updates = 0
+    if rollouts.retrieval is not None:
+        updates = library.update_utilities(rollouts.retrieval.ids, rollouts.success, step=step)
+    drafts = []
+    for e in rollouts.episodes:
+        if not e.success:
+            continue
+        if cfg.spec.distillation == "model" and e.distillation is not None:
+            drafts.append(e.distillation.to_draft(e.task_text, e.trajectory_text, created_step=step))
+        elif cfg.spec.distillation == "raw" and e.trajectory_text:
+            drafts.append(SkillDraft(strategy=e.trajectory_text, description=e.task_text, source_task=e.task_text,
+                                     trajectory=e.trajectory_text, outcome="success", created_step=step))
+    evictions_before = library.evictions
+    admitted = merged = 0
+    if drafts:
+        keys = encoder.encode([d.key_text for d in drafts])
+        tasks = encoder.encode([d.source_task for d in drafts])
+        for d, key, task in zip(drafts, keys, tasks):
+            result = library.admit(d, key[None], task[None])
+            merged += bool(result.merged)
+            admitted += not result.merged
+    return {"library/admitted": float(admitted), "library/merged": float(merged),
+            "library/utility_updates": float(updates),
+            "library/evicted_this_step": float(library.evictions - evictions_before)}
+
+
+# ---- step metrics -------------------------------------------------------------------------------------------
+def rollout_metrics(rollouts: Rollouts, rewards: Rewards) -> dict[str, float]:
+    """Paper Fig. 3–5 quantities and episode statistics of one step."""
+    eps = rollouts.episodes
+    n = max(len(eps), 1)
+    chosen_u, chosen_sim = [], []
+    if rollouts.retrieval is not None:
+        for i, e in enumerate(eps):
+            if e.ranking:
+                j = e.ranking[0]
+                chosen_u.append(float(rollouts.retrieval.utilities[i, j]))
+                chosen_sim.append(float(rollouts.retrieval.sims[i, j]))
+    turns = sum(e.turns for e in eps)
+    action_rows = [(k, r) for e in eps for k, r in e.segments if k == Segment.ACTION]
+    ranked = [e for e in eps if len(e.candidates) >= 2]
+    out = {
+        "reward/success": float(rewards.success.mean()) if eps else 0.0,
+        "reward/score": float(np.mean([e.score for e in eps])) if eps else 0.0,
+        "reward/rerank_ndcg": float(np.mean([e.ndcg for e in ranked])) if ranked else 0.0,
+        "reward/rank_parse_rate": float(np.mean([e.rank_parsed for e in ranked])) if ranked else 0.0,
+        "selection/precision": float(np.mean(chosen_u)) if chosen_u else 0.0,  # mean U of the chosen skill (Fig. 3)
+        "selection/task_skill_similarity": float(np.mean(chosen_sim)) if chosen_sim else 0.0,  # Fig. 4
+        "distill/u_hat": float(rewards.u_hat.mean()) if eps else 0.0,  # Fig. 5
+        "distill/positive_rate": float((rewards.distill_reward > 0).mean()) if eps else 0.0,  # Fig. 3
+        "distill/parse_rate": float(np.mean([e.distillation is not None for e in eps if e.distill_text is not None]))
+        if any(e.distill_text is not None for e in eps) else 0.0,
+        "episode/turns": turns / n,
+        "episode/invalid_format_rate": sum(e.invalid_turns for e in eps) / max(turns, 1),
+        "episode/truncated_turns": float(sum(r.truncated for _, r in action_rows)),
+        "episode/errors": float(sum(e.error is not None for e in eps)),
+    }
+    if rollouts.retrieval is not None:
+        out.update(rollouts.retrieval.metrics())
+    return out
+
+
+# ---- the trainer --------------------------------------------------------------------------------------------
+def make_pool(cfg: ExperimentConfig) -> Any:
+    spec = base.EnvSpec.of(cfg.env.name, **cfg.env.kwargs)
+    return SerialPool(spec) if cfg.env.num_workers == 0 else EnvPool(spec, num_workers=cfg.env.num_workers)
+
+
+class Trainer:
+    """Owns one run's state: learner, policy, library, reference trajectories, task order, step counter.
+
+    Args:
+      config: the experiment.
+      graphdef, params: the initial policy (``nnx.split(model)``); also the frozen reference.
+      tokenizer: the policy's tokenizer (for ``ModelPolicy``).
+      encoder: sentence encoder for retrieval keys (``skills.SentenceEncoder``).
+      policy: replaces the model policy for rollouts (scripted tests); the learner still trains ``params``.
+      pool: environment pool (default from ``config.env``).
+      mesh: device mesh for the update (None: one device).
+      writer: a ``metrics.MetricsWriter`` (or None).
+    """
+
+    def __init__(self, config: ExperimentConfig, graphdef: Any, params: Any, *, tokenizer: Any = None,
+                 encoder: Any = None, policy: Policy | None = None, pool: Any = None, mesh: Any = None,
+                 writer: Any = None, env: base.Environment | None = None):
+        self.config = config
+        spec = config.spec
+        self.env = env or base.make_env(config.env.name, **config.env.kwargs)
+        self.train_tasks = list(self.env.tasks(config.env.train_split))
+        eval_panel = list(self.env.tasks(config.env.eval_split))
+        self.eval_tasks = eval_panel[:config.train.eval_tasks] if config.train.eval_tasks else eval_panel
+        self.tasks = TaskSampler(len(self.train_tasks), config.train.seed)
+        self.learner = Learner(graphdef, params, config, mesh)
+        self.policy = policy or ModelPolicy(graphdef, self.learner.params, tokenizer, config.model.vocab_size,
+                                            config.generation)
+        self.pool = pool or make_pool(config)
+        if spec.library and encoder is None:
+            raise ValueError(f"variant {config.variant!r} retrieves skills: pass a sentence encoder")
+        self.library = SkillLibrary(config.library) if spec.library else None
+        self.references = ReferenceTrajectories()
+        self.encoder = encoder
+        self.writer = writer
+        self.step = 0
+        self.key = jax.random.key(config.train.seed)
+        trained = [Segment.QUERY, Segment.ACTION]
+        if self.learner.rl.lambda_rerank > 0:
+            trained.append(Segment.RANK)
+        if self.learner.rl.lambda_distill > 0:
+            trained.append(Segment.DISTILL)
+        self.trained_kinds = tuple(trained)  # a segment whose term has weight 0 is not worth a forward pass
+
+    def context(self) -> RolloutContext:
+        self._sync_policy()
+        return RolloutContext(config=self.config, policy=self.policy, pool=self.pool, library=self.library,
+                              encoder=self.encoder, references=self.references, seed=self.config.train.seed)
+
+    def _sync_policy(self) -> None:
+        if isinstance(self.policy, ModelPolicy):
+            self.policy.params = self.learner.params
+
+    def train_step(self, on_stage: Callable[[str], None] | None = None) -> dict[str, float]:
+        """One step of Algorithm 1; returns its metrics (also written to the metrics writer)."""
+        step = self.step + 1
+        start = time.perf_counter()
+        tasks = [self.train_tasks[i] for i in self.tasks.take(self.config.train.tasks_per_step)]
+        rollouts = collect(self.context(), tasks, self.config.train.group_size, "train",
+                           jax.random.fold_in(self.key, step), step)
+        seconds = dict(rollouts.seconds)
+        rewards = rewards_and_advantages(rollouts, self.learner.rl.adv_eps)
+        rows = training_rows(rollouts, rewards, self.trained_kinds)
+        batches = mini_batches(rows, mini_batch_size=self.learner.rl.mini_batch_size,
+                               row_unit=self.learner.row_unit, length_bucket=self.config.train.length_bucket,
+                               seed=int(np.random.SeedSequence([self.config.train.seed, step]).generate_state(1)[0]))
+        update_metrics = self.learner.update(batches, seconds)
+        self._sync_policy()
+        lib_start = time.perf_counter()
+        metrics = {}
+        if self.library is not None:
+            metrics.update(update_library(self.library, self.encoder, rollouts, self.config, step))
+            metrics.update(self.library.stats())
+        for e in rollouts.episodes:  # the contrastive references for later steps' distillation prompts
+            self.references.record(e.task_text, e.success, e.trajectory_text)
+        seconds["library"] = time.perf_counter() - lib_start
+        self.step = step
+        metrics.update(rollout_metrics(rollouts, rewards))
+        metrics.update(row_stats(rows))
+        metrics.update({f"train/{k}": v for k, v in update_metrics.items()})
+        metrics["train/updates"] = float(len(batches))
+        metrics.update({f"seconds/{k}": v for k, v in seconds.items()})
+        metrics["seconds/step"] = time.perf_counter() - start
+        self.last_rollouts, self.last_rewards, self.last_rows = rollouts, rewards, rows
+        if self.writer is not None:
+            self.writer.write(step, metrics)
+        return metrics
+
+    def evaluate(self, tasks: Sequence[base.TaskRef] | None = None) -> EvalResult:
+        """Evaluates the current policy on the fixed panel (or ``tasks``); never writes the library."""
+        key = jax.random.fold_in(jax.random.fold_in(self.key, 1 << 30), self.step)
+        result = evaluate(self.context(), self.eval_tasks if tasks is None else tasks, key, step=self.step)
+        if self.writer is not None:
+            self.writer.write(self.step, result.metrics())
+        return result
+
+    def run(self, steps: int | None = None, progress: bool = True) -> list[EvalResult]:
+        """Trains up to ``steps`` total steps (default ``config.train.steps``) with evaluation every k steps."""
+        from tqdm import tqdm
+
+        total = self.config.train.steps if steps is None else steps
+        t = self.config.train
+        results = []
+        if t.eval_before_train and self.step == 0:
+            results.append(self.evaluate())
+        bar = tqdm(range(self.step, total), initial=self.step, total=total, desc="skill1", disable=not progress)
+        for _ in bar:
+            m = self.train_step()
+            bar.set_postfix(success=f"{m['reward/success']:.2f}", lib=int(m.get("library/size", 0)),
+                            s=f"{m['seconds/step']:.1f}")
+            if (t.eval_every and self.step % t.eval_every == 0) or self.step == total:
+                results.append(self.evaluate())
+        return results
+
+    def close(self) -> None:
+        self.pool.close()

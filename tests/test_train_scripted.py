@@ -1,0 +1,199 @@
+"""The real training loop driven by a scripted policy on the household world: every reward, advantage, mask,
+segment kind, library change and admission of two steps checked against hand-computed values."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from skill1_jax import config as C
+from skill1_jax.model.qwen2 import Qwen2
+from skill1_jax.rl.batch import Segment
+from skill1_jax.train.policy import ScriptedPolicy
+from skill1_jax.train.trainer import Trainer
+
+from train_helpers import TEST_MODEL, ConstantEncoder, HouseholdScript, expert_actions
+
+INV_SQRT2 = 1.0 / math.sqrt(2.0)  # GRPO advantage of a {1, 0} group: (1 − 0.5) / std_bessel = 0.5 / 0.7071
+
+
+@pytest.fixture(scope="module")
+def tokenizer(demo_tokenizer):
+    return demo_tokenizer
+
+
+def household_config(**train) -> C.ExperimentConfig:
+    base = C.cpu_tiny()
+    return base.replace(
+        model=TEST_MODEL,
+        env=dataclasses.replace(base.env, options=(("num_eval", 8), ("num_train", 40), ("preset", "easy")),
+                                max_turns=8),
+        library=dataclasses.replace(base.library, top_k=3),
+        generation=dataclasses.replace(base.generation, max_query_tokens=64, max_rank_tokens=16,
+                                       max_action_tokens=64, max_distill_tokens=256),
+        rl=base.rl.replace(micro_batch_size=4, mini_batch_size=64),
+        train=dataclasses.replace(base.train, tasks_per_step=2, group_size=2, **train))
+
+
+class Recorder(HouseholdScript):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prompts = []
+
+    def __call__(self, stage, request):
+        self.prompts.append((stage, request.rollout, request.prompt))
+        return super().__call__(stage, request)
+
+
+@pytest.fixture(scope="module")
+def scripted_run(tokenizer):
+    """Two real Skill1 steps (tiny random model as the learner) with experts on rollouts 0 and 2."""
+    cfg = household_config()
+    model = Qwen2(cfg.model, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    trainer = Trainer(cfg, graphdef, params, tokenizer=tokenizer, encoder=ConstantEncoder())
+    kw = dict(cfg.env.kwargs)
+    order = list(trainer.tasks.order(0))
+    tasks = [trainer.train_tasks[i] for i in order[:4]]
+    env = trainer.env
+    texts = {env.reset(t)[1]["task"]: t for t in tasks}
+    assert len(texts) == 4, "the first four tasks must have distinct texts"
+    walk = {text: expert_actions("household", kw, t) for text, t in texts.items()}
+    script = Recorder(walk, experts={0, 2})
+    trainer.policy = ScriptedPolicy(script, tokenizer, cfg.generation)
+    steps = []
+    for _ in range(2):
+        lib_before = [dataclasses.replace(r) for r in trainer.library.records()]
+        calls_before = len(trainer.policy.calls)
+        metrics = trainer.train_step()
+        steps.append(dict(metrics=metrics, rollouts=trainer.last_rollouts, rewards=trainer.last_rewards,
+                          rows=trainer.last_rows, lib_before=lib_before,
+                          lib_after=trainer.library.records(), calls=trainer.policy.calls[calls_before:]))
+    yield trainer, steps, walk, script
+    trainer.close()
+
+
+def test_step1_rewards_and_advantages_match_hand_computation(scripted_run):
+    _, steps, walk, _ = scripted_run
+    s = steps[0]
+    np.testing.assert_array_equal(s["rewards"].success, [1, 0, 1, 0])
+    np.testing.assert_allclose(s["rewards"].util_advantage, [INV_SQRT2, -INV_SQRT2] * 2, atol=1e-5)
+    np.testing.assert_array_equal(s["rewards"].u_hat, [0, 0, 0, 0])  # empty library: nothing retrieved
+    np.testing.assert_allclose(s["rewards"].distill_reward, [1, 0, 1, 0])
+    np.testing.assert_allclose(s["rewards"].distill_advantage, [INV_SQRT2, -INV_SQRT2] * 2, atol=1e-5)
+    eps = s["rollouts"].episodes
+    assert [e.group for e in eps] == [0, 0, 1, 1]
+    assert [e.turns for e in eps] == [len(walk[eps[0].task_text]), 8, len(walk[eps[2].task_text]), 8]
+    assert s["metrics"]["reward/success"] == 0.5
+    assert s["metrics"]["distill/positive_rate"] == 0.5
+
+
+def test_step1_one_batched_call_per_stage_and_turn(scripted_run):
+    _, steps, walk, _ = scripted_run
+    calls = steps[0]["calls"]
+    eps = steps[0]["rollouts"].episodes
+    assert calls[0] == ("query", 4)
+    assert all(stage != "rank" for stage, _ in calls), "no re-rank with fewer than 2 candidates"
+    # Every live rollout in one call per turn; an expert drops out on the turn after it wins.
+    lengths = [len(walk[eps[k].task_text]) for k in (0, 2)]
+    expected = [2 + sum(turn < n for n in lengths) for turn in range(8)]
+    assert [n for stage, n in calls if stage == "action"] == expected
+    assert calls[-1] == ("distill", 4)
+
+
+def test_step1_rows_are_token_exact_with_right_masks_kinds_and_advantages(scripted_run):
+    _, steps, _, _ = scripted_run
+    s = steps[0]
+    eps, rows = s["rollouts"].episodes, s["rows"]
+    expected = [(k, r, i) for i, e in enumerate(eps) for k, r in e.segments]
+    assert len(rows) == len(expected)
+    kinds = [row.kind for row in rows]
+    assert kinds.count(Segment.QUERY) == 4 and kinds.count(Segment.DISTILL) == 4 and Segment.RANK not in kinds
+    assert kinds.count(Segment.ACTION) == sum(e.turns for e in eps)
+    adv = s["rewards"]
+    for row, (kind, reply, i) in zip(rows, expected):
+        assert row.kind == kind and row.group == eps[i].group
+        np.testing.assert_array_equal(row.prompt_ids, reply.prompt_ids)
+        np.testing.assert_array_equal(row.response_ids, reply.response_ids)
+        want = adv.distill_advantage[i] if kind == Segment.DISTILL else adv.util_advantage[i]
+        assert row.advantage == pytest.approx(want)
+        assert not row.truncated
+
+
+def test_step1_admits_exactly_the_successful_distillations(scripted_run):
+    _, steps, _, _ = scripted_run
+    s = steps[0]
+    assert s["lib_before"] == []
+    after = s["lib_after"]
+    eps = s["rollouts"].episodes
+    assert [r.source_task for r in after] == [eps[0].task_text, eps[2].task_text]
+    for r, slot in zip(after, (0, 2)):
+        assert r.strategy == (f"Action Insight: lesson from rollout {slot} on {eps[slot].task_text} | "
+                              f"Navigation Insight: check every open receptacle in turn")
+        assert r.description == f"when the task is like {eps[slot].task_text}"
+        assert (r.utility, r.count, r.created_step, r.outcome) == (0.5, 1, 1, "success")
+    assert s["metrics"]["library/admitted"] == 2 and s["metrics"]["library/size"] == 2
+
+
+def test_step2_retrieves_reranks_injects_top1_and_updates_utilities(scripted_run):
+    trainer, steps, _, script = scripted_run
+    s = steps[1]
+    eps = s["rollouts"].episodes
+    ids_before = [r.skill_id for r in s["lib_before"]]
+    # Equal U and n: ties go to the lower id, so every rollout retrieves [skill 0, skill 1].
+    for e in eps:
+        assert e.candidates == [r.strategy for r in s["lib_before"]]
+        assert e.ranking == [1, 0] and e.rank_parsed  # "<rank>2,1</rank>"
+        assert e.injected == [s["lib_before"][1].strategy]  # top-1 only in training
+        assert e.ndcg == pytest.approx(1.0)  # equal gains: every order is ideal
+    assert ("rank", 4) in s["calls"]
+    np.testing.assert_allclose(s["rewards"].u_hat, [0.5] * 4)
+    np.testing.assert_allclose(s["rewards"].distill_reward, [0.5, -0.5, 0.5, -0.5])
+    play = [p for stage, slot, p in script.prompts if stage == "action"]
+    assert all(s["lib_before"][1].strategy in p for p in play[-8:])
+    # Eq. 5 applied once per rollout in order r = 1, 0, 1, 0 to both candidates.
+    u = 0.5
+    for r in (1, 0, 1, 0):
+        u = 0.95 * u + 0.05 * r
+    before = {r.skill_id: r for r in s["lib_after"] if r.skill_id in ids_before}
+    for sid in ids_before:
+        assert before[sid].utility == pytest.approx(u, abs=1e-12)
+        assert before[sid].count == 5 and before[sid].last_retrieved_step == 2
+    assert len(s["lib_after"]) == 4 and s["metrics"]["library/admitted"] == 2
+    assert s["metrics"]["selection/precision"] == pytest.approx(0.5)
+    rank_rows = [r for r in s["rows"] if r.kind == Segment.RANK]
+    assert len(rank_rows) == 4 and all(r.advantage == pytest.approx(1.0) for r in rank_rows)
+    assert trainer.references.reference_for(eps[1].task_text, True) is not None
+
+
+def test_update_ran_and_changed_params(scripted_run):
+    _, steps, _, _ = scripted_run
+    m = steps[1]["metrics"]
+    assert m["train/updates"] >= 1 and m["train/skipped"] == 0
+    assert m["train/grad/norm"] > 0
+    for stage in ("query", "rank", "action", "distill", "ref_logprobs", "update", "library", "env"):
+        assert m[f"seconds/{stage}"] >= 0
+
+
+def test_truncated_replies_carry_no_loss_and_are_not_admitted(tokenizer):
+    cfg = household_config()
+    cfg = cfg.replace(generation=dataclasses.replace(cfg.generation, max_distill_tokens=12))
+    model = Qwen2(cfg.model, rngs=nnx.Rngs(1))
+    graphdef, params = nnx.split(model)
+    trainer = Trainer(cfg, graphdef, params, tokenizer=tokenizer, encoder=ConstantEncoder())
+    tasks = [trainer.train_tasks[i] for i in trainer.tasks.order(0)[:2]]
+    walk = {trainer.env.reset(t)[1]["task"]: expert_actions("household", dict(cfg.env.kwargs), t) for t in tasks}
+    trainer.policy = ScriptedPolicy(HouseholdScript(walk, experts={0, 1, 2, 3}), tokenizer, cfg.generation)
+    m = trainer.train_step()
+    distill = [r for r in trainer.last_rows if r.kind == Segment.DISTILL]
+    assert len(distill) == 4 and all(r.truncated and len(r.response_ids) == 12 for r in distill)
+    assert m["rows/truncated"] == 4
+    assert len(trainer.library) == 0, "a cut JSON reply must not become a skill"
+    from skill1_jax.rl.rows import pack_rows
+    batch = pack_rows(distill, 4, 2048)
+    assert batch.loss_mask.sum() == 0 and (batch.segment == Segment.DISTILL).sum() == 48
+    trainer.close()

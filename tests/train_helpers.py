@@ -1,0 +1,77 @@
+"""Shared pieces of the trainer tests: a constant encoder, expert walkthroughs and a scripted household policy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from skill1_jax.envs import base
+from skill1_jax.model.config import ModelConfig
+
+# The demo tokenizer's vocabulary with a smaller body: fast compiles, same code paths.
+TEST_MODEL = ModelConfig.from_preset("demo", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                                     intermediate_size=128)
+
+
+class ConstantEncoder:
+    """Every text maps to the same unit vector: all cosine similarities are 1, so retrieval order is decided by
+    utility and the UCB bonus alone (hand-computable)."""
+
+    dim = 384
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts):
+        self.calls += 1
+        return np.full((len(texts), self.dim), 1.0 / np.sqrt(self.dim), np.float32)
+
+
+def expert_actions(env_name: str, env_kwargs: dict, task: base.TaskRef, limit: int = 50) -> list[str]:
+    """The expert's full command sequence for ``task`` (played on a private env instance)."""
+    env = base.make_env(env_name, **env_kwargs)
+    env.reset(task)
+    actions = []
+    for _ in range(limit):
+        a = env.expert_action()
+        actions.append(a)
+        _, _, done, info = env.step(a)
+        if done:
+            assert info[base.WON], f"expert failed {task}"
+            return actions
+    raise AssertionError(f"expert did not finish {task} in {limit} steps")
+
+
+def distill_reply(lesson: str, description: str, success: bool = True) -> str:
+    body = {"subtasks": [{"name": "pick_up_object", "description": "find it", "status": "completed"}],
+            "task_success": success, "action_lesson": lesson,
+            "navigation_lesson": "check every open receptacle in turn", "description_head": description}
+    return "<think>The attempt shows what worked.</think>\n```json\n" + json.dumps(body, indent=2) + "\n```"
+
+
+class HouseholdScript:
+    """Scripted replies: rollouts listed in ``experts`` follow the expert walkthrough of their task, the others say
+    "look" (valid format, never wins); queries, rankings and distillations are fixed strings per rollout."""
+
+    def __init__(self, walkthroughs: dict[str, list[str]], experts: set[int], rank: str = "<rank>2,1</rank>",
+                 bad_format: set[int] = frozenset()):
+        self.walkthroughs, self.experts, self.rank, self.bad_format = walkthroughs, experts, rank, bad_format
+
+    def __call__(self, stage, request):
+        if stage == "query":
+            return f"tips for {request.task}</query>"
+        if stage == "rank":
+            return self.rank
+        if stage == "action":
+            if request.rollout in self.bad_format:
+                return "I will look around."
+            if request.rollout in self.experts:
+                action = self.walkthroughs[request.task][request.turn]
+            else:
+                action = "look"
+            return f"<think>step {request.turn}</think><action>{action}</action>"
+        if stage == "distill":
+            return distill_reply(f"lesson from rollout {request.rollout} on {request.task}",
+                                 f"when the task is like {request.task}")
+        raise AssertionError(stage)

@@ -1,9 +1,9 @@
 """Supervised fine-tuning: cross-entropy on the response tokens of (prompt, response) rows, optax AdamW.
 
-Used for the demo policy's warm start (`warm_start`): Skill1 itself starts RL from an instruct model that already
-writes ``<query>``, ``<rank>``, ``<think>``/``<action>`` and JSON replies; a freshly initialised tiny policy
-writes none of them, so RL would see no reward at all. A short SFT on expert demonstrations of a *subset* of the
-household task types (`expert_data`) teaches the formats and some play while leaving the held-out types to RL.
+Used for the demo policy's warm start (`tiny_policy.warm_start`): Skill1 itself starts RL from an instruct model
+that already writes ``<query>``, ``<rank>``, ``<think>``/``<action>`` and JSON replies; a freshly initialised tiny
+policy writes none of them, so RL would see no reward at all. A short SFT on expert demonstrations of a *subset* of
+the household task types (`expert_data`) teaches the formats and some play while leaving the held-out types to RL.
 
 Rows are grouped into batches of similar length (sorted by length, cut into batches, each right-padded to the
 smallest `Buckets` length that fits), so padding stays small and only a few shapes compile. The loss of a batch is
@@ -31,12 +31,14 @@ from skill1_jax.model.qwen2 import Qwen2
 from skill1_jax.model.tokenizer import encode_prompts, eos_token_ids
 from skill1_jax.rl.logprobs import token_logprobs
 from skill1_jax.rl.train_step import TrainState
-from skill1_jax.sampling.buckets import DEFAULT_PROMPT_BUCKETS, Buckets
+from skill1_jax.sampling.buckets import Buckets
 from skill1_jax.train.expert_data import Example
 
 Array = jax.Array
 
-SFT_LENGTHS = DEFAULT_PROMPT_BUCKETS  # padded row lengths: 64, 96, 128, 192, 256, ...
+# Padded row lengths. Coarse on purpose: each one is a compilation (~10 s of a 2-core CPU), and the demo world's
+# rows fall into three groups: query/re-rank (~200 tokens), play turns (~300-480), distillation (~900-1,200).
+SFT_LENGTHS = (256, 512, 1280, 2560, 5120)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +126,7 @@ def make_sft_step(graphdef: Any, optimizer: optax.GradientTransformation):
         (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = metrics | {"grad_norm": optax.global_norm(grads)}
+        metrics = metrics | {"grad_norm": optax.tree.norm(grads)}
         return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
     return step

@@ -126,8 +126,12 @@ def _tile_scores(qi: Array, kj: Array, mask_ij: Array, j: Array, kv_len: int) ->
     """Scaled, masked float32 scores of one tile [B,K,G,bq,bk]; keys past ``kv_len`` (padding) get −∞."""
     h, bk = qi.shape[-1], kj.shape[1]
     scores = jnp.einsum("bqkgh,bskh->bkgqs", qi, kj, preferred_element_type=jnp.float32) / jnp.sqrt(h)
+    # The masks depend only on non-differentiated inputs, so under remat autodiff would evaluate their
+    # head-broadcast copies ahead of time for every tile and keep them all (B·N·T·S bytes). Passing them through
+    # a barrier together with the scores ties them to the recomputed values.
+    scores, mask_ij, key_real = jax.lax.optimization_barrier((scores, mask_ij, j * bk + jnp.arange(bk) < kv_len))
     scores = jnp.where(mask_ij[:, None, None], scores, _MASKED)
-    return jnp.where(j * bk + jnp.arange(bk) < kv_len, scores, -jnp.inf)
+    return jnp.where(key_real, scores, -jnp.inf)
 
 
 def _slice(x: Array, axis: int, index: Array, size: int) -> Array:

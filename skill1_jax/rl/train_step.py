@@ -47,11 +47,13 @@ class TrainState:
 
 
 def make_optimizer(cfg: RLConfig) -> optax.GradientTransformation:
-    """Global-norm clip then AdamW with a constant learning rate (spec §4: lr 1e-6, wd 0.01, clip 1.0)."""
+    """Global-norm clip then AdamW with a constant learning rate (spec §4: lr 1e-6, wd 0.01, clip 1.0).
+
+    The first moment is stored in ``cfg.moment_dtype``; the second stays in the parameter dtype (optax)."""
     return optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm),
         optax.adamw(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay),
+                    weight_decay=cfg.weight_decay, mu_dtype=cfg.moment_dtype),
     )
 
 

@@ -9,8 +9,9 @@ grow with depth, and ``remat`` wraps one block. Every parameter has logical axis
 metadata) consumed by ``skill1_jax.parallel.sharding``'s rule table.
 
 Padding and positions are explicit: callers pass ``positions`` [B, T] and ``attention_mask`` [B, T] (True for real
-tokens), so left-padded batches behave exactly like unpadded rows. With a ``KVCache`` the new keys/values are
-written at ``cache.index`` and attention covers the valid cache slots up to each query's slot.
+tokens), so left-padded batches behave exactly like unpadded rows. With a ``KVCache`` (``cached_hidden_states``,
+used by the sampler) the new keys/values are written at ``cache.index`` and attention covers the valid cache slots
+up to each query's slot; that path unrolls the layers instead of scanning them (see its docstring).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ PARAM_AXES: dict[str, tuple[str, ...]] = {
 _CHECKPOINT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
                         "save_matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 BLOCK_PARAMS = tuple(k for k, v in PARAM_AXES.items() if v[0] == "layers")
-CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+CACHE_AXES = ("batch", "kv_heads", "cache_length", "head_dim")  # of one layer's cache array
 
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -73,22 +74,42 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
-    """Keys/values of all layers [L, B, S, K, H], which slots hold real tokens [B, S], and the next write slot."""
+    """Keys and values, one [B, K, S, H] array per layer; which slots hold real tokens [B, S]; the next write slot.
 
-    k: Array
-    v: Array
+    One array per layer rather than a stacked [L, ...] one, and kv heads before slots: a decode step then updates
+    each layer's array in place and the attention dots read it as stored. On XLA:CPU, taking a layer out of a
+    stacked cache, or an [S, K] layout, copies the whole layer cache on every token.
+    """
+
+    k: tuple[Array, ...]
+    v: tuple[Array, ...]
     valid: Array
     index: Array  # int32 scalar
 
     @classmethod
     def zeros(cls, cfg: ModelConfig, batch: int, length: int, dtype: Any) -> "KVCache":
-        shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
-        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-                   valid=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
+        shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
+        def per_layer():
+            return tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
+
+        return cls(k=per_layer(), v=per_layer(), valid=jnp.zeros((batch, length), bool),
+                   index=jnp.zeros((), jnp.int32))
 
     @property
     def length(self) -> int:
-        return self.k.shape[2]
+        return self.valid.shape[1]
+
+    def grow(self, length: int) -> "KVCache":
+        """This cache with empty slots appended up to ``length`` slots (the next decode window)."""
+        extra = length - self.length
+        if extra < 0:
+            raise ValueError(f"cannot grow a cache of {self.length} slots to {length}")
+
+        def pad(x):
+            return jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))
+
+        return KVCache(k=tuple(map(pad, self.k)), v=tuple(map(pad, self.v)),
+                       valid=jnp.pad(self.valid, ((0, 0), (0, extra))), index=self.index)
 
 
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
@@ -115,29 +136,49 @@ def _attention(cfg: ModelConfig, q: Array, k: Array, v: Array, mask: Array) -> A
     return attention(q, k, v, mask, implementation=cfg.attention, block_size=cfg.attention_block)
 
 
-def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array,
-           cache_kv: tuple[Array, Array] | None, index: Array | None):
-    """One decoder block. Returns the new residual stream and the (possibly updated) layer cache."""
+def _attention_inputs(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array) -> tuple[Array, Array, Array]:
+    """A block's q [B,T,N,H] and k/v [B,T,K,H]: RMSNorm, the biased projections, RoPE on q and k."""
     dt = x.dtype
     h = rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
     q = jnp.einsum("btd,dnh->btnh", h, p["q_kernel"].astype(dt)) + p["q_bias"].astype(dt)
     k = jnp.einsum("btd,dkh->btkh", h, p["k_kernel"].astype(dt)) + p["k_bias"].astype(dt)
     v = jnp.einsum("btd,dkh->btkh", h, p["v_kernel"].astype(dt)) + p["v_bias"].astype(dt)
     q, k = rope(q, positions, cfg.rope_theta), rope(k, positions, cfg.rope_theta)
-    q = constrain(q, ("batch", "length", "heads", "head_dim"))
-    if cache_kv is not None:
-        ck, cv = cache_kv
-        ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-        cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
-        k, v, cache_kv = ck.astype(dt), cv.astype(dt), (ck, cv)
-    attn = _attention(cfg, q, k, v, mask)
+    return constrain(q, ("batch", "length", "heads", "head_dim")), k, v
+
+
+def _block_output(cfg: ModelConfig, x: Array, attn: Array, p: dict[str, Array]) -> Array:
+    """The rest of a block after attention [B,T,N,H]: output projection and residual, SwiGLU MLP and residual."""
+    dt = x.dtype
     x = x + jnp.einsum("btnh,nhd->btd", attn, p["o_kernel"].astype(dt))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
     gate = jnp.einsum("btd,df->btf", h, p["gate_kernel"].astype(dt))
     up = jnp.einsum("btd,df->btf", h, p["up_kernel"].astype(dt))
     mlp = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
     x = x + jnp.einsum("btf,fd->btd", mlp, p["down_kernel"].astype(dt))
-    return constrain(x, ("batch", "length", "embed")), cache_kv
+    return constrain(x, ("batch", "length", "embed"))
+
+
+def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array) -> Array:
+    """One decoder block over whole sequences (no cache)."""
+    q, k, v = _attention_inputs(cfg, x, p, positions)
+    return _block_output(cfg, x, _attention(cfg, q, k, v, mask), p)
+
+
+def _cached_block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array,
+                  k_cache: Array, v_cache: Array, index: Array) -> tuple[Array, Array, Array]:
+    """One decoder block on top of its layer's cache [B,K,S,H]: writes the new keys/values at slot ``index`` and
+    attends over all slots (``mask`` [B,T,S] hides empty and future ones). Returns x and the updated k/v caches."""
+    q, k, v = _attention_inputs(cfg, x, p, positions)
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k.swapaxes(1, 2).astype(k_cache.dtype), (0, 0, index, 0))
+    v_cache = jax.lax.dynamic_update_slice(v_cache, v.swapaxes(1, 2).astype(v_cache.dtype), (0, 0, index, 0))
+    attn = _attention(cfg, q, k_cache.swapaxes(1, 2).astype(x.dtype), v_cache.swapaxes(1, 2).astype(x.dtype), mask)
+    return _block_output(cfg, x, attn, p), k_cache, v_cache
+
+
+def _token_mask(attention_mask: Array | None, shape: tuple[int, int]) -> Array:
+    """The boolean [B, T] real-token mask (all True when none is given)."""
+    return jnp.ones(shape, bool) if attention_mask is None else attention_mask.astype(bool)
 
 
 class Qwen2(nnx.Module):
@@ -162,38 +203,56 @@ class Qwen2(nnx.Module):
 
     def hidden_states(self, tokens: Array, positions: Array, attention_mask: Array | None = None,
                       cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
-        """Final-norm hidden states [B, T, D] (compute dtype) and the updated cache."""
+        """Final-norm hidden states [B, T, D] (compute dtype) and the updated cache (see ``cached_hidden_states``)."""
+        if cache is not None:
+            return self.cached_hidden_states(tokens, positions, attention_mask, cache)
         cfg, dt = self.cfg, self.compute_dtype
         b, t = tokens.shape
-        if attention_mask is None:
-            attention_mask = jnp.ones((b, t), bool)
-        attention_mask = attention_mask.astype(bool)
+        attention_mask = _token_mask(attention_mask, (b, t))
         x = constrain(self.embed[...].astype(dt)[tokens], ("batch", "length", "embed"))
+        mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]
 
-        if cache is None:
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            mask = causal[None] & attention_mask[:, None, :]
-            index, valid = None, None
-        else:
-            valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, (0, cache.index))
-            slots = jnp.arange(cache.length)
-            query_slots = cache.index + jnp.arange(t)
-            mask = valid[:, None, :] & (slots[None, None, :] <= query_slots[None, :, None])
-            index = cache.index
-
-        def body(x, layer):
-            p, kv = layer
-            x, kv = _block(cfg, x, p, positions, mask, kv, index)
-            return x, kv
+        def body(x, p):
+            return _block(cfg, x, p, positions, mask), None
 
         if cfg.remat:
             body = jax.checkpoint(body, prevent_cse=False, policy=_CHECKPOINT_POLICIES[cfg.remat_policy])
-        xs = (self._block_params(), None if cache is None else (cache.k, cache.v))
-        x, new_kv = jax.lax.scan(body, x, xs)
+        x, _ = jax.lax.scan(body, x, self._block_params())
+        return rms_norm(x, self.final_norm[...], cfg.rms_norm_eps), None
+
+    def layer_weights(self) -> tuple[dict[str, Array], ...]:
+        """Each decoder block's weights in the compute dtype, one dict per layer, for ``cached_hidden_states``.
+
+        A decode loop takes these once, before its loop: on XLA:CPU a layer sliced out of the stacked parameters
+        inside the loop is a copy of all its weights on every token (XLA cannot fuse the slice into the dot).
+        """
+        dt, stacked = self.compute_dtype, self._block_params()
+        return tuple({name: w[i].astype(dt) for name, w in stacked.items()} for i in range(self.cfg.num_layers))
+
+    def cached_hidden_states(self, tokens: Array, positions: Array, attention_mask: Array | None, cache: KVCache,
+                             layers: tuple[dict[str, Array], ...] | None = None) -> tuple[Array, KVCache]:
+        """Runs tokens [B, T] on top of ``cache``: writes their keys/values at ``cache.index``, each query attends
+        over the valid slots up to its own. Returns final-norm hidden states [B, T, D] and the updated cache.
+
+        The layers run unrolled (a Python loop, not ``lax.scan``), each on its own cache array and its own weights
+        (``layers`` from ``layer_weights``, sliced here when not given), so a decode step copies neither weights
+        nor cache. Its compile time grows with depth; only the sampler's prefill and decode programs pay it.
+        """
+        cfg, dt = self.cfg, self.compute_dtype
+        b, t = tokens.shape
+        layers = self.layer_weights() if layers is None else layers
+        # Gather, then cast: casting the whole table first would convert all V rows on every decode step.
+        x = constrain(self.embed[...][tokens].astype(dt), ("batch", "length", "embed"))
+        valid = jax.lax.dynamic_update_slice(cache.valid, _token_mask(attention_mask, (b, t)), (0, cache.index))
+        query_slots = cache.index + jnp.arange(t)
+        mask = valid[:, None, :] & (jnp.arange(cache.length)[None, None, :] <= query_slots[None, :, None])
+        ks, vs = [], []
+        for p, k_cache, v_cache in zip(layers, cache.k, cache.v):
+            x, k_cache, v_cache = _cached_block(cfg, x, p, positions, mask, k_cache, v_cache, cache.index)
+            ks.append(k_cache)
+            vs.append(v_cache)
         x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
-        if cache is not None:
-            cache = KVCache(k=new_kv[0], v=new_kv[1], valid=valid, index=cache.index + t)
-        return x, cache
+        return x, KVCache(k=tuple(ks), v=tuple(vs), valid=valid, index=cache.index + t)
 
     def head_weight(self) -> Array:
         """The [D, V] output projection (the transposed embedding when tied)."""

@@ -5,6 +5,11 @@ different turns) and prompts of every length (the history grows each turn), so w
 ALFWorld episode would compile a new prefill and decode program. Padding costs compute (at most ~50% extra prompt
 tokens with the default 1.5×/2× ladder, and dummy rows) but the number of programs becomes
 ``len(batch buckets hit) × len(prompt buckets hit)`` per sampling configuration.
+
+Decoding is bucketed too: the cache grows in windows of ``decode_chunk`` slots and each decode segment attends
+over its window only, not over the whole prompt + max_new_tokens allocation. The windows depend only on the prompt
+bucket and max_new_tokens, so each (batch, prompt bucket, config) compiles at most ⌈(N − 1) / chunk⌉ decode
+programs, and only those for windows some batch actually reaches.
 """
 
 from __future__ import annotations
@@ -37,16 +42,21 @@ class Buckets:
       batch_sizes: increasing batch sizes; a batch gets dummy rows (done from the start) up to the smallest one
         ≥ its size. Multiples of the mesh's batch axes (8 on a v4-8 / 8 fake CPUs) shard evenly; smaller ones
         run replicated.
+      decode_chunk: cache slots added per decode window. Smaller attends over fewer empty slots, larger compiles
+        fewer decode programs.
     """
 
     prompt_lengths: tuple[int, ...] = DEFAULT_PROMPT_BUCKETS
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_BUCKETS
+    decode_chunk: int = 128
 
     def __post_init__(self):
         for name in ("prompt_lengths", "batch_sizes"):
             v = getattr(self, name)
             if not v or any(x <= 0 for x in v) or list(v) != sorted(set(v)):
                 raise ValueError(f"Buckets.{name} must be strictly increasing positive ints, got {v}")
+        if self.decode_chunk <= 0:
+            raise ValueError(f"Buckets.decode_chunk must be positive, got {self.decode_chunk}")
 
     @staticmethod
     def _pick(options: tuple[int, ...], n: int, what: str) -> int:
@@ -63,3 +73,11 @@ class Buckets:
     def batch_size(self, n: int) -> int:
         """Smallest batch bucket ≥ n."""
         return self._pick(self.batch_sizes, n, "batch size")
+
+    def decode_windows(self, prompt_length: int, max_new_tokens: int) -> tuple[int, ...]:
+        """Cache lengths of the decode segments after a prefill of ``prompt_length`` (bucketed) slots: P + chunk,
+        P + 2·chunk, ..., ending at P + N − 1, the slots that feeding tokens 1..N−1 fills (token N is sampled but
+        never fed). Empty when N = 1."""
+        end = prompt_length + max_new_tokens - 1
+        return tuple(min(w, end) for w in range(prompt_length + self.decode_chunk, end + self.decode_chunk,
+                                                 self.decode_chunk))

@@ -1,14 +1,18 @@
-"""Batched sampling with a KV cache: one jitted prefill, then one jitted ``lax.while_loop`` decode.
+"""Batched sampling with a KV cache: one jitted prefill, then jitted ``lax.while_loop`` decode segments.
 
-Axis letters: B batch (bucketed), P prompt length (bucketed), N max new tokens, S = P + N cache slots, V vocabulary,
-Q stop-automaton states, E end-of-sequence ids.
+Axis letters: B batch (bucketed), P prompt length (bucketed), N max new tokens, W cache slots of a decode window
+(P < W ≤ P + N − 1), V vocabulary, Q stop-automaton states, E end-of-sequence ids.
 
 Flow of ``Sampler.generate``: prompts are left-padded to a prompt bucket and the batch is filled with dummy rows
 (done from the start) up to a batch bucket, then moved to the device explicitly. ``_prefill`` runs the prompt
-through the model, fills the cache and samples the first token; ``_decode`` runs the while loop until every row is
-done or N tokens exist. The loop never returns to Python, and it exits as soon as all rows finished (rows that
-finish earlier still ride along in the batched matmuls; static shapes do not allow dropping them). Finally the
-state is fetched explicitly and each row is cut after its first stop string on the host (``stops.StopMatcher``).
+through the model into a cache of exactly P slots and samples the first token. ``_decode`` then runs one segment
+per decode window (``Buckets.decode_windows``: P + chunk, P + 2·chunk, ...): it grows the cache to W slots and runs
+the while loop until the window is full, every row is done or N tokens exist, so each step attends over the filled
+part of the cache rounded up to the window, never over the whole P + N allocation. Between segments the host reads
+the rows' done flags (one small explicit fetch) and stops early; no Python runs between the tokens of a segment.
+Rows that finish earlier still ride along in the batched matmuls (static shapes do not allow dropping them).
+Finally the state is fetched explicitly and each row is cut after its first stop string on the host
+(``stops.StopMatcher``).
 
 Log-probs: ``logprobs`` is the log-softmax of the *raw* logits (temperature 1, no top-k/top-p) at the sampled
 token: exactly what a learner recomputes as π_θ from the same params, so it is the PPO/GRPO π_old when rollouts are
@@ -186,6 +190,12 @@ def sample_logits(logits: Array, rng: Array, rows: Array, step: Array,
     return tokens, raw, behavior
 
 
+def _constrain_cache(cache: KVCache) -> KVCache:
+    """Places every layer's cache by the ``CACHE_AXES`` rule (a no-op outside an activation-sharding context)."""
+    return dataclasses.replace(cache, k=tuple(constrain(k, CACHE_AXES) for k in cache.k),
+                               v=tuple(constrain(v, CACHE_AXES) for v in cache.v))
+
+
 def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Array, cfg: SamplingConfig) -> DecodeState:
     """Samples the next token of every row from ``logits`` [B, V] and records it at ``state.step``."""
     active = ~state.done
@@ -215,13 +225,11 @@ def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Arra
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg"))
 def _prefill(graphdef: Any, params: Any, tokens: Array, mask: Array, done: Array, stop_table: Array,
              eos_ids: Array, rng: Array, *, cfg: SamplingConfig) -> DecodeState:
-    """Runs left-padded prompts [B, P] through the model into a fresh [L, B, P+N, K, H] cache; samples token 1."""
+    """Runs left-padded prompts [B, P] through the model into a fresh P-slot cache; samples token 1."""
     model = nnx.merge(graphdef, params)
     b, p = tokens.shape
-    cache = model.init_cache(b, p + cfg.max_new_tokens)
-    cache = dataclasses.replace(cache, k=constrain(cache.k, CACHE_AXES), v=constrain(cache.v, CACHE_AXES))
     positions = positions_from_mask(mask)
-    hidden, cache = model.hidden_states(tokens, positions, mask, cache)
+    hidden, cache = model.cached_hidden_states(tokens, positions, mask, _constrain_cache(model.init_cache(b, p)))
     logits = model.logits(hidden[:, -1])  # left padding: the last column is every real row's last prompt token
     n = cfg.max_new_tokens
     zeros_i = jnp.zeros((b,), jnp.int32)
@@ -232,20 +240,25 @@ def _prefill(graphdef: Any, params: Any, tokens: Array, mask: Array, done: Array
     return _advance(state, logits, stop_table, eos_ids, cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg"), donate_argnames=("state",))
-def _decode(graphdef: Any, params: Any, state: DecodeState, stop_table: Array, eos_ids: Array, *,
+# Nothing is donated: the cache grows, so its buffers could not be reused for the output anyway (inside the
+# while loop XLA updates the cache in place), and the rest of the state is a few small arrays.
+@functools.partial(jax.jit, static_argnames=("graphdef", "window", "cfg"))
+def _decode(graphdef: Any, params: Any, state: DecodeState, stop_table: Array, eos_ids: Array, *, window: int,
             cfg: SamplingConfig) -> DecodeState:
-    """Feeds the latest token of every row until all rows are done or N tokens exist (state and cache donated)."""
+    """One decode segment: grows the cache to ``window`` slots, then feeds the latest token of every row until the
+    window is full, all rows are done or N tokens exist."""
     model = nnx.merge(graphdef, params)
+    layers = model.layer_weights()  # sliced once here, not on every token (see Qwen2.layer_weights)
 
     def cond(s: DecodeState) -> Array:
-        return (s.step < cfg.max_new_tokens) & ~jnp.all(s.done)
+        return (s.cache.index < window) & (s.step < cfg.max_new_tokens) & ~jnp.all(s.done)
 
     def body(s: DecodeState) -> DecodeState:
-        hidden, cache = model.hidden_states(s.last[:, None], s.positions[:, None], None, s.cache)
+        hidden, cache = model.cached_hidden_states(s.last[:, None], s.positions[:, None], None, s.cache, layers)
         s = dataclasses.replace(s, cache=cache)
         return _advance(s, model.logits(hidden[:, 0]), stop_table, eos_ids, cfg)
 
+    state = dataclasses.replace(state, cache=_constrain_cache(state.cache.grow(window)))
     return jax.lax.while_loop(cond, body, state)
 
 
@@ -323,11 +336,15 @@ class Sampler:
             return _prefill(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng, cfg=cfg)
 
     def decode(self, graphdef: Any, params: Any, state: DecodeState, cfg: SamplingConfig) -> DecodeState:
-        """Runs the decode loop on a prefilled state (which is donated: do not reuse it)."""
+        """Runs the decode segments on a state fresh from ``prefill``."""
         mesh, replicated = _placement(params)
         stop_table, eos_ids = self.matcher.device_arrays(replicated)
-        with _activation_context(mesh):
-            return _decode(graphdef, params, state, stop_table, eos_ids, cfg=cfg)
+        for window in self.buckets.decode_windows(state.cache.length, cfg.max_new_tokens):
+            if jax.device_get(state.done).all():  # every row hit EOS, a stop string or N tokens
+                break
+            with _activation_context(mesh):
+                state = _decode(graphdef, params, state, stop_table, eos_ids, window=window, cfg=cfg)
+        return state
 
     def generate(self, graphdef: Any, params: Any, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
                  rng: Array) -> SampleResult:

@@ -194,6 +194,7 @@ class ExperimentConfig:
 
 _SECTION_TYPES = {"model": ModelConfig, "rl": RLConfig, "library": LibraryConfig, "generation": GenerationConfig,
                   "env": EnvConfig, "train": TrainConfig}
+SECTION_NAMES = tuple(_SECTION_TYPES)
 
 
 def _tuplify(section: str, values: Mapping[str, Any]) -> dict[str, Any]:

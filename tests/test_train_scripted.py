@@ -60,9 +60,7 @@ def scripted_run(tokenizer):
     order = list(trainer.tasks.order(0))
     tasks = [trainer.train_tasks[i] for i in order[:4]]
     env = trainer.env
-    texts = {env.reset(t)[1]["task"]: t for t in tasks}
-    assert len(texts) == 4, "the first four tasks must have distinct texts"
-    walk = {text: expert_actions("household", kw, t) for text, t in texts.items()}
+    walk = {t.task_id: expert_actions("household", kw, t) for t in tasks}
     script = Recorder(walk, experts={0, 2})
     trainer.policy = ScriptedPolicy(script, tokenizer, cfg.generation)
     steps = []
@@ -87,7 +85,7 @@ def test_step1_rewards_and_advantages_match_hand_computation(scripted_run):
     np.testing.assert_allclose(s["rewards"].distill_advantage, [INV_SQRT2, -INV_SQRT2] * 2, atol=1e-5)
     eps = s["rollouts"].episodes
     assert [e.group for e in eps] == [0, 0, 1, 1]
-    assert [e.turns for e in eps] == [len(walk[eps[0].task_text]), 8, len(walk[eps[2].task_text]), 8]
+    assert [e.turns for e in eps] == [len(walk[eps[0].task.task_id]), 8, len(walk[eps[2].task.task_id]), 8]
     assert s["metrics"]["reward/success"] == 0.5
     assert s["metrics"]["distill/positive_rate"] == 0.5
 
@@ -99,7 +97,7 @@ def test_step1_one_batched_call_per_stage_and_turn(scripted_run):
     assert calls[0] == ("query", 4)
     assert all(stage != "rank" for stage, _ in calls), "no re-rank with fewer than 2 candidates"
     # Every live rollout in one call per turn; an expert drops out on the turn after it wins.
-    lengths = [len(walk[eps[k].task_text]) for k in (0, 2)]
+    lengths = [len(walk[eps[k].task.task_id]) for k in (0, 2)]
     expected = [2 + sum(turn < n for n in lengths) for turn in range(8)]
     assert [n for stage, n in calls if stage == "action"] == expected
     assert calls[-1] == ("distill", 4)
@@ -186,7 +184,7 @@ def test_truncated_replies_carry_no_loss_and_are_not_admitted(tokenizer):
     graphdef, params = nnx.split(model)
     trainer = Trainer(cfg, graphdef, params, tokenizer=tokenizer, encoder=ConstantEncoder())
     tasks = [trainer.train_tasks[i] for i in trainer.tasks.order(0)[:2]]
-    walk = {trainer.env.reset(t)[1]["task"]: expert_actions("household", dict(cfg.env.kwargs), t) for t in tasks}
+    walk = {t.task_id: expert_actions("household", dict(cfg.env.kwargs), t) for t in tasks}
     trainer.policy = ScriptedPolicy(HouseholdScript(walk, experts={0, 1, 2, 3}), tokenizer, cfg.generation)
     m = trainer.train_step()
     distill = [r for r in trainer.last_rows if r.kind == Segment.DISTILL]

@@ -51,7 +51,8 @@ def distill_reply(lesson: str, description: str, success: bool = True) -> str:
 
 
 class HouseholdScript:
-    """Scripted replies: rollouts listed in ``experts`` follow the expert walkthrough of their task, the others say
+    """Scripted replies: rollouts listed in ``experts`` follow the expert walkthrough of their task (``walkthroughs``
+    maps task ids to command lists), the others say
     "look" (valid format, never wins); queries, rankings and distillations are fixed strings per rollout."""
 
     def __init__(self, walkthroughs: dict[str, list[str]], experts: set[int], rank: str = "<rank>2,1</rank>",
@@ -67,7 +68,7 @@ class HouseholdScript:
             if request.rollout in self.bad_format:
                 return "I will look around."
             if request.rollout in self.experts:
-                action = self.walkthroughs[request.task][request.turn]
+                action = self.walkthroughs[request.task_id][request.turn]
             else:
                 action = "look"
             return f"<think>step {request.turn}</think><action>{action}</action>"

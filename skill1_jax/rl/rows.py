@@ -10,15 +10,15 @@ Policies, each in one place:
     reported (``rows/truncated``).
   * **Mini-batches** (spec §4: 256 samples): rows are shuffled with the step's seed and split into
     ``mini_batch_size`` chunks, one optimizer update each (one PPO epoch).
-  * **Shapes**: a chunk's row count is padded with all-padding rows to ``unit × 2^k`` (unit = micro-batch ×
-    data-parallel devices, capped at the mini-batch) and its length to ``length_bucket × 2^k`` tokens, so a run
-    compiles at most (#row buckets × #length buckets) update programs, however ragged the replies are.
+  * **Shapes**: a chunk's row count is padded with all-padding rows to a multiple of ``unit`` (micro-batch ×
+    data-parallel devices) on the ladder unit × (1, 1.5, 2, 3, 4, …), capped at the mini-batch, and its length to
+    ``length_bucket`` × the same ladder, so a run compiles at most (#row buckets × #length buckets) update
+    programs, however ragged the replies are.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
@@ -54,8 +54,14 @@ class Row:
 
 
 def bucket(n: int, base: int) -> int:
-    """Smallest ``base × 2^k`` ≥ n (k ≥ 0)."""
-    return base * (1 << max(0, math.ceil(math.log2(max(n, 1) / base)))) if n > base else base
+    """Smallest value of the ladder base × (1, 1.5, 2, 3, 4, 6, 8, …) that is ≥ n: at most 1/3 padding, and
+    two shapes per doubling of length."""
+    power = base
+    while True:
+        for size in (power, power * 3 // 2):
+            if size >= n:
+                return size
+        power *= 2
 
 
 def pack_rows(rows: Sequence[Row], num_rows: int, seq_len: int) -> TrainBatch:
@@ -107,7 +113,7 @@ def mini_batches(rows: Sequence[Row], *, mini_batch_size: int, row_unit: int, le
     out = []
     for start in range(0, len(rows), per_update):
         chunk = [rows[i] for i in order[start:start + per_update]]
-        num_rows = min(bucket(len(chunk), row_unit), per_update)
+        num_rows = min(-(-bucket(len(chunk), row_unit) // row_unit) * row_unit, per_update)
         seq_len = bucket(max(r.length for r in chunk), length_bucket)
         out.append(pack_rows(chunk, num_rows, seq_len))
     return out

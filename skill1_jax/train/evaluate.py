@@ -69,6 +69,11 @@ def summarize(env: str, rollouts: Rollouts) -> EvalResult:
                       score=100.0 * float(score.mean()) if eps else 0.0, per_type=per_type, num_tasks=len(eps))
 
 
+def eval_key(seed: int, step: int) -> jax.Array:
+    """The sampling key of the evaluation at ``step`` (the same in training and from a checkpoint)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1 << 30), step)
+
+
 def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0) -> EvalResult:
     """Plays each task once in evaluation mode; never writes the library or the reference store."""
     return summarize(ctx.config.env.name, collect(ctx, tasks, group_size=1, mode="eval", rng=rng, step=step))

@@ -54,6 +54,7 @@ class Request:
     prompt: str
     rollout: int
     task: str = ""
+    task_id: str = ""
     turn: int = 0
 
 

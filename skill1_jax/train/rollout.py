@@ -109,7 +109,7 @@ def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], text
     if not episodes:
         return []
     start = time.perf_counter()
-    requests = [Request(prompt=t, rollout=e.slot, task=e.task_text, turn=turn) for e, t in zip(episodes, texts)]
+    requests = [Request(prompt=t, rollout=e.slot, task=e.task_text, task_id=e.task.task_id, turn=turn) for e, t in zip(episodes, texts)]
     replies = ctx.policy.generate(stage, requests, mode, rng)
     seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
     if kind is not None:

@@ -37,7 +37,7 @@ from skill1_jax.rl.batch import Segment, TrainBatch
 from skill1_jax.rl.rows import Row, mini_batches, row_stats
 from skill1_jax.rl.train_step import TrainState, init_train_state, make_logprob_fn, make_train_step
 from skill1_jax.skills import SkillDraft, SkillLibrary
-from skill1_jax.train.evaluate import EvalResult, evaluate
+from skill1_jax.train.evaluate import EvalResult, eval_key, evaluate
 from skill1_jax.train.policy import ModelPolicy, Policy
 from skill1_jax.train.rollout import Episode, RolloutContext, Rollouts, collect
 
@@ -306,7 +306,7 @@ class Trainer:
 
     def evaluate(self, tasks: Sequence[base.TaskRef] | None = None) -> EvalResult:
         """Evaluates the current policy on the fixed panel (or ``tasks``); never writes the library."""
-        key = jax.random.fold_in(jax.random.fold_in(self.key, 1 << 30), self.step)
+        key = eval_key(self.config.train.seed, self.step)
         result = evaluate(self.context(), self.eval_tasks if tasks is None else tasks, key, step=self.step)
         if self.writer is not None:
             self.writer.write(self.step, result.metrics())

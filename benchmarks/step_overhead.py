@@ -1,0 +1,124 @@
+"""Seconds per training step of full Skill1 vs plain GRPO (``no_library``), same tiny policy and household tasks.
+
+Run from the repo root:  .venv/bin/python benchmarks/step_overhead.py   (writes benchmarks/results/step_overhead.json)
+
+Both variants run the real trainer (sampler, env pool, library, batch building, reference log-probs, update) on
+the ``cpu_tiny`` config with the demo's tiny policy (household BPE, random init). Skill1's library starts with
+``--library-size`` real MiniLM-encoded skills so retrieval and re-ranking run at a realistic size. After
+``--warmup`` steps (compilation), ``--steps`` steps of each variant are timed, alternating variant per step on the
+noisy shared machine. Reported per variant and stage: median seconds per step. ``ratio`` = Skill1 / GRPO step time.
+``library_overhead_fraction`` = (query-embedding + retrieval + library update + reward decomposition) / Skill1 step:
+everything Skill1 adds besides generating and training tokens (paper Table 3 attributes its 1.28–1.66× to those).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from common import machine_info, write_result  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from skill1_jax import config as C  # noqa: E402
+from skill1_jax.model.qwen2 import Qwen2  # noqa: E402
+from skill1_jax.model.tokenizer import load_tokenizer  # noqa: E402
+from skill1_jax.skills import SentenceEncoder, SkillDraft  # noqa: E402
+from skill1_jax.train import trainer as trainer_mod  # noqa: E402
+from skill1_jax.train.tiny_policy import build_tiny_policy  # noqa: E402
+from skill1_jax.train.trainer import Trainer  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "step_overhead.json")
+ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ARGS.add_argument("--steps", type=int, default=3, help="timed steps per variant")
+ARGS.add_argument("--warmup", type=int, default=2, help="untimed steps per variant (compilation)")
+ARGS.add_argument("--library-size", type=int, default=1000, help="skills in Skill1's library at the start")
+ARGS.add_argument("--out", default=OUT)
+
+EXTRA_STAGES = ("retrieval", "library", "rewards")  # Skill1's host-side additions besides tokens
+
+
+def seeded_library(trainer, encoder, n):
+    texts = [f"Action Insight: for household task family {i % 37}, search receptacle {i % 11} first, then act "
+             f"on the object (variant {i})." for i in range(n)]
+    keys = encoder.encode([f"useful when the goal involves object class {i % 53}" for i in range(n)])
+    for t, k in zip(texts, keys):
+        trainer.library.admit(SkillDraft(strategy=t, description=t, source_task=t), k[None], k[None])
+
+
+def main():
+    args = ARGS.parse_args()
+    base = C.cpu_tiny()
+    cfg = base.replace(train=dataclasses.replace(base.train, tasks_per_step=4, group_size=4))
+    policy_dir = build_tiny_policy(os.path.join(tempfile.mkdtemp(), "policy"))
+    tokenizer = load_tokenizer(policy_dir)
+    encoder = SentenceEncoder()
+
+    # Time the reward decomposition (Eq. 8–10) as its own stage: it runs on the host inside train_step.
+    rewards_fn = trainer_mod.rewards_and_advantages
+
+    def timed_rewards(*a, **k):
+        start = time.perf_counter()
+        out = rewards_fn(*a, **k)
+        timed_rewards.seconds += time.perf_counter() - start
+        return out
+
+    timed_rewards.seconds = 0.0
+    trainer_mod.rewards_and_advantages = timed_rewards
+
+    trainers = {}
+    for variant in ("skill1", "no_library"):
+        vcfg = cfg.replace(variant=variant)
+        graphdef, params = nnx.split(Qwen2(vcfg.model, rngs=nnx.Rngs(0)))
+        t = Trainer(vcfg, graphdef, params, tokenizer=tokenizer, encoder=encoder)
+        if t.library is not None:
+            seeded_library(t, encoder, args.library_size)
+        trainers[variant] = t
+    for _ in range(args.warmup):
+        for t in trainers.values():
+            t.train_step()
+    samples = {v: [] for v in trainers}
+    for _ in range(args.steps):
+        for v, t in trainers.items():
+            timed_rewards.seconds = 0.0
+            m = t.train_step()
+            m["seconds/rewards"] = timed_rewards.seconds
+            samples[v].append({k.split("/", 1)[1]: val for k, val in m.items() if k.startswith("seconds/")})
+    per_variant = {}
+    for v, rows in samples.items():
+        stages = sorted({k for r in rows for k in r})
+        per_variant[v] = {s: statistics.median(r.get(s, 0.0) for r in rows) for s in stages}
+    s1, grpo = per_variant["skill1"], per_variant["no_library"]
+    extra = sum(s1.get(s, 0.0) for s in EXTRA_STAGES)
+    generation = {v: sum(p.get(s, 0.0) for s in ("query", "rank", "action", "distill")) for v, p in per_variant.items()}
+    result = {
+        "machine": machine_info(),
+        "config": {"variant_pair": ["skill1", "no_library"], "tasks_per_step": 4, "group_size": 4,
+                   "max_turns": cfg.env.max_turns, "library_size_at_start": args.library_size,
+                   "model": dataclasses.asdict(cfg.model), "generation": dataclasses.asdict(cfg.generation),
+                   "timed_steps": args.steps, "warmup_steps": args.warmup},
+        "seconds_per_step": {v: p["step"] for v, p in per_variant.items()},
+        "seconds_per_stage": per_variant,
+        "ratio": s1["step"] / grpo["step"],
+        "library_overhead_seconds": extra,
+        "library_overhead_fraction": extra / s1["step"],
+        "generation_seconds": generation,
+        "where_the_extra_time_goes": {s: s1.get(s, 0.0) - grpo.get(s, 0.0) for s in sorted(set(s1) | set(grpo))
+                                      if s != "step"},
+        "library_size_at_end": len(trainers["skill1"].library),
+    }
+    write_result(args.out, result)
+    for t in trainers.values():
+        t.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Command-line errors end with one clear line and exit code 2, before anything is written; --helpfull lists every
+config field with its default."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from skill1_jax import config as C
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def launch(module, *args, cwd=REPO):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--no_such_flag=1"], "no_such_flag"),
+    (["--config=nope"], "config"),
+    (["--rl.learning_rate=fast"], "rl.learning_rate"),
+    (["--train.group_size=two"], "train.group_size"),
+    (["--variant=skill2"], "variant"),
+    (["--mesh=1,8"], "--mesh"),
+    (["--env=webshop", "--alfworld_data=/tmp"], "--alfworld_data"),
+    (["--env=alfworld", "--alfworld_data=/definitely/missing"], "/definitely/missing"),
+    (["--config=cpu_tiny", "--model_dir=/definitely/missing"], "/definitely/missing"),
+    (["--config=cpu_tiny"], "tokenizer"),
+])
+def test_bad_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
+    workdir = tmp_path / "run"
+    proc = launch("launch.train", f"--workdir={workdir}", *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+    assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "3").mkdir(parents=True)
+    proc = launch("launch.train", f"--workdir={workdir}", "--config=cpu_tiny", "--tokenizer_dir=/nonexistent")
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints"]
+
+
+def test_helpfull_lists_every_config_field_with_its_default():
+    proc = launch("launch.train", "--helpfull")  # absl exits 1 after printing help
+    for line in C.fields_help(C.paper()):
+        name = line.split(" = ")[0]
+        if name in ("variant", "env.options"):
+            continue
+        assert f"--{name}" in proc.stdout, name
+
+
+def test_override_parses_every_kind_of_field():
+    cfg = C.override(C.cpu_tiny(), ["rl.learning_rate=3e-6", "train.group_size=8", "train.eval_before_train=false",
+                                    "env.options.preset=default", "variant=no_library", "model.remat=true"])
+    assert cfg.rl.learning_rate == 3e-6 and cfg.train.group_size == 8 and not cfg.train.eval_before_train
+    assert cfg.env.kwargs["preset"] == "default" and cfg.variant == "no_library" and cfg.model.remat
+    with pytest.raises(ValueError, match="rl has no field 'lr'"):
+        C.override(C.cpu_tiny(), ["rl.lr=1"])
+    assert C.ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_presets_follow_the_spec():
+    paper, released = C.paper(), C.released()
+    assert (paper.train.group_size, paper.library.top_k, paper.library.w_sim) == (16, 5, 0.6)
+    assert (released.train.group_size, released.library.top_k, released.library.w_sim) == (8, 3, 1.0)
+    assert (paper.rl.lambda_rerank, paper.rl.lambda_distill, paper.rl.kl_coef) == (0.3, 0.3, 0.01)
+    assert C.paper("webshop").train.tasks_per_step == 32 and C.paper("webshop").env.max_turns == 15
+    assert C.released("webshop").rl.lambda_rerank == 1.0
+    for name, spec in C.VARIANTS.items():
+        rl = C.paper().replace(variant=name).effective_rl
+        assert rl.lambda_rerank == (0.0 if name in ("lambda1_0", "lambda_both_0") else 0.3)
+        assert rl.lambda_distill == (0.0 if name in ("lambda2_0", "lambda_both_0") else 0.3)
+        assert (rl.objective == "grpo") == (name == "no_library")

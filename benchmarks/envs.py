@@ -14,7 +14,8 @@ section plays 4 tasks x 4 rollouts of random admissible actions through ``EnvPoo
 
 Usage (from the repo root of a clean clone, after ``make install``):
     .venv/bin/python benchmarks/envs.py [--alfworld_data DIR] [--webshop_data DIR] [--seconds 10] [--games N]
-writes benchmarks/results/envs.json (about 10 minutes on 2 cores, most of it TextWorld loading the 140 games).
+writes benchmarks/results/envs.json (43 minutes on the shared 2-core machine at load average ~10; most of it
+unmodified TextWorld loading each of the 140 games).
 """
 
 from __future__ import annotations

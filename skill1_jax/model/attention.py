@@ -32,8 +32,9 @@ from skill1_jax.parallel.sharding import active_activation_sharding, logical_to_
 Array = jax.Array
 
 # ``auto`` stays dense while one head's score matrix has at most this many entries (4 MiB in float32, e.g.
-# 1024 × 1024): below it the dense einsum is faster than a sequential loop over tiles on every backend, and its
-# memory is small; decoding (T = 1) is always dense. benchmarks/attention.py measures the CPU crossover.
+# 1024 × 1024; decoding, T = 1, is always dense). Measured on CPU (benchmarks/attention.py): up to one 512-tile
+# both run and compile alike; at 1024 blocked runs 0.6x as long but compiles 2.5x as long, and tests and sampling
+# on short rows are compile-bound; from 2048 on blocked is faster (0.5-0.8x) and needs 1/10-1/40 of the memory.
 AUTO_DENSE_MAX_SCORES = 1024 * 1024
 
 # A finite fill for masked scores: a fully-masked row then softmaxes to a uniform average, not NaN.

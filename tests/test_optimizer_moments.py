@@ -11,7 +11,8 @@ from skill1_jax.rl.train_step import make_optimizer
 
 def _params_and_grads():
     rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.normal(size=(16, 8)), jnp.float32), "b": jnp.asarray(rng.normal(size=8), jnp.float32)}
+    params = {"w": jnp.asarray(rng.normal(size=(16, 8)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=8), jnp.float32)}
     # Small gradients: global norm < 1, so the clip leaves them unchanged.
     grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.01, jnp.float32), params)
     return params, grads

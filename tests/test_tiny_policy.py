@@ -196,34 +196,40 @@ def test_make_batches_buckets_by_length_and_masks_only_responses(short_rows):
         sft.make_batches([sft.Row(tuple(range(6000)), (1,))], batch_size=1)
 
 
-def reference_nll(graphdef, params, batch, rows) -> float:
-    """Mean next-token NLL over the response tokens of ``rows``, from the full float64 log-softmax of the logits."""
+def reference_nll(graphdef, params, batch, rows) -> tuple[list[float], list[float]]:
+    """Next-token NLLs of the prompt tokens (all but the first) and of the response tokens of ``rows``, from the
+    full float64 log-softmax of the logits."""
     forward = jax.jit(lambda p, *args: nnx.merge(graphdef, p)(*args)[0])
     logits = np.asarray(forward(params, batch.tokens, batch.positions, batch.attention_mask), np.float64)
-    nll = []
+    prompt, response = [], []
     for row in rows:
         ids = row.prompt + row.response
         b = next(i for i in range(len(batch.tokens)) if list(batch.tokens[i, :len(ids)]) == list(ids))
-        for t in range(len(row.prompt), len(ids)):
+        for t in range(1, len(ids)):
             z = logits[b, t - 1]  # position t - 1 predicts token t
-            nll.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[ids[t]])
-    assert len(nll) == sum(len(r.response) for r in rows)
-    return float(np.mean(nll))
+            nll = np.log(np.exp(z - z.max()).sum()) + z.max() - z[ids[t]]
+            (prompt if t < len(row.prompt) else response).append(nll)
+    return prompt, response
 
 
-def test_sft_step_reports_the_response_nll_and_lowers_it_on_a_fixed_batch(short_rows):
+def test_sft_step_reports_the_weighted_nll_and_lowers_it_on_a_fixed_batch(short_rows):
     graphdef, params = nnx.split(small_model())
     batch = sft.make_batches(short_rows, batch_size=8)[0]  # 6 rows + 2 empty filler rows
-    expected = reference_nll(graphdef, params, batch, short_rows)
+    prompt_nll, response_nll = reference_nll(graphdef, params, batch, short_rows)
+    w = 0.5  # weight of a prompt token relative to a response token
     optimizer = sft.make_optimizer(1e-2, total_steps=8, warmup_steps=1)
-    step = sft.make_sft_step(graphdef, optimizer)
+    step = sft.make_sft_step(graphdef, optimizer, prompt_weight=w)
     state = sft.init_state(jax.tree.map(jnp.copy, params), optimizer)
-    losses = []
+    history = []
     for _ in range(8):
         state, metrics = step(state, jax.device_put(batch))
-        losses.append(float(metrics["loss"]))
-    assert int(metrics["response_tokens"]) == sum(len(r.response) for r in short_rows)
-    np.testing.assert_allclose(losses[0], expected, rtol=1e-5)  # metrics are of the params before the update
+        history.append(jax.device_get(metrics))
+    first = history[0]  # metrics are of the params before the update
+    assert int(first["response_tokens"]) == len(response_nll) == sum(len(r.response) for r in short_rows)
+    np.testing.assert_allclose(first["response_nll"], np.mean(response_nll), rtol=1e-5)
+    expected = (np.sum(response_nll) + w * np.sum(prompt_nll)) / (len(response_nll) + w * len(prompt_nll))
+    np.testing.assert_allclose(first["loss"], expected, rtol=1e-5)
+    losses = [float(m["response_nll"]) for m in history]
     assert losses[-1] < 0.7 * losses[0], losses
     assert int(state.step) == 8
 

@@ -94,12 +94,21 @@ def make_batches(rows: Sequence[Row], batch_size: int, lengths: Sequence[int] = 
     return batches
 
 
-def sft_loss(model: Qwen2, batch: SFTBatch) -> tuple[Array, dict[str, Array]]:
-    """Mean negative log-likelihood of the response tokens (and the token count)."""
+def sft_loss(model: Qwen2, batch: SFTBatch, prompt_weight: float = 0.0) -> tuple[Array, dict[str, Array]]:
+    """The weighted mean NLL (weight 1 on response tokens, ``prompt_weight`` on predicted prompt tokens) and metrics:
+    ``response_nll`` (mean NLL of the response tokens alone) and ``response_tokens``.
+
+    A random-init policy has no language yet: a small weight on the prompt tokens (observations, admissible lists,
+    history; ~90% of the tokens, computed anyway) teaches it the world's text, which its replies copy from.
+    """
     logp, _ = token_logprobs(model, batch.tokens, batch.positions, batch.attention_mask)
+    predicted = jnp.arange(batch.tokens.shape[1])[None, :] > 0  # position 0 has no prefix to predict it from
+    prompt = batch.attention_mask & predicted & (batch.loss_mask == 0)
+    weight = batch.loss_mask + prompt_weight * prompt
+    loss = -jnp.sum(logp * weight) / jnp.maximum(jnp.sum(weight), 1.0)
     n = jnp.sum(batch.loss_mask)
-    loss = -jnp.sum(logp * batch.loss_mask) / jnp.maximum(n, 1.0)
-    return loss, {"loss": loss, "response_tokens": n}
+    response_nll = -jnp.sum(logp * batch.loss_mask) / jnp.maximum(n, 1.0)
+    return loss, {"loss": loss, "response_nll": response_nll, "response_tokens": n}
 
 
 def make_optimizer(learning_rate: float, total_steps: int, warmup_steps: int = 10, weight_decay: float = 0.01,
@@ -115,11 +124,12 @@ def init_state(params: nnx.State, optimizer: optax.GradientTransformation, seed:
                       rng=jax.random.key(seed))
 
 
-def make_sft_step(graphdef: Any, optimizer: optax.GradientTransformation):
-    """The jitted ``step(state, batch) -> (state, metrics)``; the state is donated (updated in place)."""
+def make_sft_step(graphdef: Any, optimizer: optax.GradientTransformation, prompt_weight: float = 0.0):
+    """The jitted ``step(state, batch) -> (state, metrics)``; the state is donated (updated in place). Metrics are
+    those of the params before the update."""
 
     def loss_fn(params, batch):
-        return sft_loss(nnx.merge(graphdef, params), batch)
+        return sft_loss(nnx.merge(graphdef, params), batch, prompt_weight)
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def step(state: TrainState, batch: SFTBatch) -> tuple[TrainState, dict[str, Array]]:
@@ -134,7 +144,7 @@ def make_sft_step(graphdef: Any, optimizer: optax.GradientTransformation):
 
 @dataclasses.dataclass(frozen=True)
 class SFTResult:
-    """What a run did: per-step losses, wall time and throughput (real, i.e. non-padding, tokens per second)."""
+    """What a run did: per-step response NLL, wall time and throughput (real, i.e. non-padding, tokens per second)."""
 
     losses: list[float]
     seconds: float
@@ -147,7 +157,7 @@ class SFTResult:
 
 
 def train(model: Qwen2, rows: Sequence[Row], *, steps: int, batch_size: int = 8, learning_rate: float = 2e-3,
-          seed: int = 0) -> tuple[Qwen2, SFTResult]:
+          prompt_weight: float = 0.0, seed: int = 0) -> tuple[Qwen2, SFTResult]:
     """``steps`` SFT updates over ``rows`` (batches in a seeded random order, epoch after epoch).
 
     Returns the trained model (a new module; ``model`` is left unchanged) and the run's `SFTResult`. Wall time
@@ -156,7 +166,7 @@ def train(model: Qwen2, rows: Sequence[Row], *, steps: int, batch_size: int = 8,
     batches = make_batches(rows, batch_size)
     graphdef, params = nnx.split(model)
     optimizer = make_optimizer(learning_rate, steps)
-    step_fn = make_sft_step(graphdef, optimizer)
+    step_fn = make_sft_step(graphdef, optimizer, prompt_weight)
     state = init_state(jax.tree.map(jnp.copy, params), optimizer, seed)
     rng = np.random.default_rng(seed)
     order: list[int] = []
@@ -167,7 +177,7 @@ def train(model: Qwen2, rows: Sequence[Row], *, steps: int, batch_size: int = 8,
             order = list(rng.permutation(len(batches)))
         batch = batches[order.pop()]
         state, metrics = step_fn(state, jax.device_put(batch))
-        losses.append(metrics["loss"])
+        losses.append(metrics["response_nll"])
         tokens += int(batch.attention_mask.sum())
         response += int(batch.loss_mask.sum())
     losses = [float(x) for x in jax.device_get(losses)]  # one transfer at the end keeps steps asynchronous

@@ -109,8 +109,9 @@ def build_tiny_policy(path: str, *, seed: int = 0, preset: str = "demo", texts: 
     return path
 
 
-def warm_start(policy_dir: str, path: str, *, task_types: Sequence[str] = WARM_START_TYPES, num_tasks: int = 120,
-               steps: int = 150, batch_size: int = 8, learning_rate: float = 2e-3, seed: int = 0) -> sft.SFTResult:
+def warm_start(policy_dir: str, path: str, *, task_types: Sequence[str] = WARM_START_TYPES, num_tasks: int = 60,
+               steps: int = 180, batch_size: int = 4, learning_rate: float = 5e-3, prompt_weight: float = 0.2,
+               seed: int = 0) -> sft.SFTResult:
     """Fine-tunes the policy at ``policy_dir`` on expert demonstrations and writes it to ``path``.
 
     Args:
@@ -118,12 +119,13 @@ def warm_start(policy_dir: str, path: str, *, task_types: Sequence[str] = WARM_S
       path: output directory; must not exist or be empty.
       task_types: the household task types demonstrated (`DEMO_ENV` world, train split); the others stay unseen.
       num_tasks: demonstrated episodes (train tasks 0..num_tasks-1 of a panel of these types).
-      steps, batch_size, learning_rate, seed: see `sft.train`.
+      steps, batch_size, learning_rate, prompt_weight, seed: see `sft.train` (small batches: more updates for the
+        same compute, which a random-init model needs more than low-noise gradients).
     """
     tokenizer = load_tokenizer(policy_dir)
     env = make_env("household", **(DEMO_ENV | {"task_types": tuple(task_types)}))
     rows = sft.tokenize_examples(tokenizer, expert_examples(env, env.tasks("train")[:num_tasks], seed))
     model, result = sft.train(load_hf_checkpoint(policy_dir), rows, steps=steps, batch_size=batch_size,
-                              learning_rate=learning_rate, seed=seed)
+                              learning_rate=learning_rate, prompt_weight=prompt_weight, seed=seed)
     save_policy(model, tokenizer, path)
     return result

@@ -22,7 +22,7 @@ test: install
 	SKILL1_SHARED_DATA=$(SHARED_DATA) $(BIN)/python -m pytest tests -q $(PYTEST_ARGS)
 
 demo: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m launch.demo --tokenizer_dir=$(SHARED_DATA)/qwen2_5_tokenizer --workdir=runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/python -m launch.demo --workdir=runs/demo
 
 bench: install
 	$(BIN)/python benchmarks/sampler.py
@@ -30,6 +30,8 @@ bench: install
 	$(BIN)/python benchmarks/memory_7b.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/envs.py
+	$(BIN)/python benchmarks/attention.py
+	$(BIN)/python benchmarks/step_overhead.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

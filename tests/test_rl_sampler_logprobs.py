@@ -1,12 +1,15 @@
-"""The learner's token log-probs use the sampler's alignment: old_logp[t] = log π(token t | prefix)."""
+"""The learner's token log-probs use the sampler's alignment: old_logp[t] = log π(token t | prefix), on rows built
+by the real batch builder (``rl.rows.pack_rows``)."""
 
 import jax
 import numpy as np
 from flax import nnx
 
 from skill1_jax.model.config import ModelConfig
-from skill1_jax.model.qwen2 import Qwen2, positions_from_mask
+from skill1_jax.model.qwen2 import Qwen2
+from skill1_jax.rl.batch import Segment
 from skill1_jax.rl.logprobs import token_logprobs
+from skill1_jax.rl.rows import Row, pack_rows
 from skill1_jax.sampling import generate
 
 
@@ -16,18 +19,18 @@ def test_training_forward_reproduces_sampler_logprobs_under_transfer_guard():
     rng = jax.random.key(0)
     with jax.transfer_guard("disallow"):  # sampling moves data only through explicit device_put / device_get
         result = generate(model, prompts, max_new_tokens=6, rng=rng, eos_ids=())
-    # Rows as the batch builder lays them out: prompt ⧺ response, right-padded.
-    seq_len = max(len(p) for p in prompts) + result.tokens.shape[1]
-    tokens = np.zeros((len(prompts), seq_len), np.int32)
-    mask = np.zeros((len(prompts), seq_len), bool)
-    for b, p in enumerate(prompts):
-        row = list(p) + list(result.tokens[b, :result.lengths[b]])
-        tokens[b, :len(row)], mask[b, :len(row)] = row, True
-    tokens_d, mask_d = jax.device_put((tokens, mask))
+    rows = [Row(prompt_ids=np.array(p), response_ids=result.tokens[b, :result.lengths[b]],
+                logprobs=result.logprobs[b, :result.lengths[b]], kind=Segment.ACTION, advantage=1.0, group=0)
+            for b, p in enumerate(prompts)]
+    batch = pack_rows(rows, num_rows=2, seq_len=16)
+    tokens, positions, mask = jax.device_put((batch.tokens, batch.positions, batch.attention_mask))
     with jax.transfer_guard("disallow"):
-        logp, _ = jax.jit(lambda t, m: token_logprobs(model, t, positions_from_mask(m), m, chunk=4))(tokens_d, mask_d)
+        logp, _ = jax.jit(lambda t, p, m: token_logprobs(model, t, p, m, chunk=4))(tokens, positions, mask)
         logp = jax.device_get(logp)
     for b, p in enumerate(prompts):
         n = int(result.lengths[b])
         assert n > 0
         np.testing.assert_allclose(logp[b, len(p):len(p) + n], result.logprobs[b, :n], atol=1e-4)
+        # The builder stored the sampler's log-probs at the same positions: exactly what the loss reads as π_old.
+        np.testing.assert_array_equal(batch.old_logp[b, len(p):len(p) + n], result.logprobs[b, :n])
+        assert batch.loss_mask[b].sum() == n and (batch.segment[b] == Segment.ACTION).sum() == n

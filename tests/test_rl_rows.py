@@ -1,0 +1,79 @@
+"""Batch building (``rl.rows``): layout, truncation policy, mini-batch split, and a bounded number of compiled
+update programs over a multi-step run with ragged replies."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from skill1_jax.rl.batch import Segment
+from skill1_jax.rl.rows import Row, bucket, mini_batches, pack_rows, row_stats
+
+
+def random_rows(rng, n):
+    kinds = [Segment.QUERY, Segment.RANK, Segment.ACTION, Segment.DISTILL]
+    rows = []
+    for _ in range(n):
+        p, r = int(rng.integers(20, 900)), int(rng.integers(1, 120))
+        rows.append(Row(prompt_ids=rng.integers(3, 1000, p), response_ids=rng.integers(3, 1000, r),
+                        logprobs=-rng.random(r).astype(np.float32), kind=kinds[int(rng.integers(4))],
+                        advantage=float(rng.normal()), group=int(rng.integers(4)), truncated=bool(rng.random() < .1)))
+    return rows
+
+
+def test_pack_rows_layout_masks_kinds_and_positions():
+    rows = [Row(np.array([5, 6, 7]), np.array([8, 9]), np.array([-.5, -.25], np.float32), Segment.RANK, 0.7, 3),
+            Row(np.array([4]), np.array([1, 2, 3]), np.array([-1, -2, -3], np.float32), Segment.DISTILL, -1.0, 1,
+                truncated=True)]
+    b = pack_rows(rows, num_rows=4, seq_len=8)
+    np.testing.assert_array_equal(b.tokens[0], [5, 6, 7, 8, 9, 0, 0, 0])
+    np.testing.assert_array_equal(b.positions[0], [0, 1, 2, 3, 4, 0, 0, 0])
+    np.testing.assert_array_equal(b.loss_mask[0], [0, 0, 0, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(b.segment[0], [0, 0, 0, 2, 2, 0, 0, 0])
+    np.testing.assert_array_equal(b.old_logp[0], [0, 0, 0, -.5, -.25, 0, 0, 0])
+    np.testing.assert_array_equal(b.loss_mask[1], np.zeros(8))  # truncated: kept, but no loss
+    np.testing.assert_array_equal(b.segment[1], [0, 4, 4, 4, 0, 0, 0, 0])
+    np.testing.assert_allclose(b.advantage, [0.7, -1.0, 0, 0])
+    np.testing.assert_array_equal(b.group_id, [3, 1, 0, 0])
+    assert not b.attention_mask[2:].any()  # all-padding rows
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_rows(rows, num_rows=4, seq_len=4)
+
+
+def test_bucket_ladder():
+    assert [bucket(n, 128) for n in (1, 128, 129, 192, 193, 257, 769, 1025)] == [128, 128, 192, 192, 256, 384,
+                                                                                  1024, 1536]
+
+
+def test_mini_batches_cover_every_row_once_in_a_seeded_order():
+    rng = np.random.default_rng(0)
+    rows = random_rows(rng, 70)
+    batches = mini_batches(rows, mini_batch_size=32, row_unit=8, length_bucket=128, seed=5)
+    assert [b.num_rows for b in batches] == [32, 32, 8]
+    got = sorted(tuple(b.tokens[i][b.attention_mask[i]]) for b in batches for i in range(b.num_rows)
+                 if b.attention_mask[i].any())
+    assert got == sorted(tuple(np.concatenate([r.prompt_ids, r.response_ids])) for r in rows)
+    again = mini_batches(rows, mini_batch_size=32, row_unit=8, length_bucket=128, seed=5)
+    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(batches, again))
+    assert row_stats(rows)["rows/truncated"] == sum(r.truncated for r in rows)
+
+
+def test_five_ragged_steps_compile_a_bounded_number_of_update_programs():
+    rng = np.random.default_rng(1)
+
+    @jax.jit
+    def update(tokens, loss_mask, old_logp):  # stands in for the train step: one program per input shape
+        return jnp.sum(jnp.where(loss_mask > 0, old_logp, 0.0)) + jnp.sum(tokens) * 0
+
+    shapes = set()
+    for step in range(5):
+        rows = random_rows(rng, int(rng.integers(20, 90)))
+        for b in mini_batches(rows, mini_batch_size=64, row_unit=8, length_bucket=128, seed=step):
+            shapes.add(b.tokens.shape)
+            update(b.tokens, b.loss_mask, b.old_logp)
+    # Rows: 8·{1, 1.5→2, 2, 3, 4, 6, 8} ≤ 64; lengths: prompts < 900 + replies < 120 → ≤ 1024 = 128·8.
+    assert update._cache_size() == len(shapes) <= 7 * 5
+    lengths = {s[1] for s in shapes}
+    assert lengths <= {128, 192, 256, 384, 512, 768, 1024}

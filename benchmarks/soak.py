@@ -1,0 +1,383 @@
+"""Fault soak: kill -9 a ``cpu_tiny`` training run at random moments (some mid-save), resume it each time, and compare
+the result with an uninterrupted run of the same seed.
+
+Run from the repo root:  .venv/bin/python benchmarks/soak.py   (writes benchmarks/results/soak.json; ~40 min on a
+busy 2-core machine)
+
+1. ``straight``: one uninterrupted training process to ``--steps`` (it also fills the persistent XLA compilation
+   cache that every later process reads, and measures start-up and step times to place the random kills).
+2. ``soaked``: the same run, started and SIGKILLed ``--kills`` times; each restart passes ``--resume`` when a
+   committed checkpoint (a numbered Orbax step folder) exists and starts fresh otherwise; after the last kill it
+   runs to the end. Kill kinds, in a shuffled order: ``random`` (uniform delay from process start over start-up
+   plus one step), ``mid_save`` (the moment Orbax's ``<step>.orbax-checkpoint-tmp-*`` folder appears) and
+   ``after_metrics`` (the moment a new step's metrics row is written, before its checkpoint).
+3. Comparison: metrics.jsonl and eval.jsonl (every step exactly once, values equal apart from timings), the final
+   checkpoint's device state (params, AdamW state, step, RNG: bit-exact) and host state (task position, skill
+   library by id and strategy, reference trajectories), and results.json.
+
+Policies (``--policy``): ``coached`` (default) runs ``run.train`` with the tiny model as the policy, except that slot
+0 of every group replays its task's expert walkthrough and a short parseable lesson, so episodes succeed and skills
+are admitted, retrieved, merged and utility-updated (a random tiny policy never wins, which would leave the library
+empty); ``model`` runs the plain ``python -m launch.train`` command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import machine_info, write_result  # noqa: E402
+
+REPO = pathlib.Path(__file__).absolute().parent.parent
+OUT = REPO / "benchmarks" / "results" / "soak.json"
+TMP_MARK = ".orbax-checkpoint-tmp"
+ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ARGS.add_argument("--kills", type=int, default=10, help="SIGKILLs of the soaked run")
+ARGS.add_argument("--steps", type=int, default=6, help="training steps of each run")
+ARGS.add_argument("--seed", type=int, default=0, help="run seed (same for both runs) and kill-schedule seed")
+ARGS.add_argument("--policy", choices=("coached", "model"), default="coached")
+ARGS.add_argument("--root", default=None, help="scratch folder (default: a new temporary one)")
+ARGS.add_argument("--out", default=str(OUT))
+ARGS.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one coached training process
+ARGS.add_argument("--workdir", help=argparse.SUPPRESS)
+ARGS.add_argument("--model_dir", help=argparse.SUPPRESS)
+ARGS.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+
+
+def overrides(steps: int, seed: int) -> list[str]:
+    """The soak's config: cpu_tiny made small (1 task x 2 rollouts, 4 turns, a 2-task eval every 3 steps) so that a
+    step takes about a minute; a checkpoint after every step; keep-last-2, so old steps are deleted as well."""
+    return [f"train.steps={steps}", f"train.seed={seed}", "train.checkpoint_every=1", "train.keep_checkpoints=2",
+            "train.tasks_per_step=1", "train.group_size=2", "train.eval_tasks=2", "train.eval_every=3",
+            "env.max_turns=4"]
+
+
+# ---- the coached child process ------------------------------------------------------------------------------
+def coached_policy(cfg, graphdef, params, tokenizer):
+    """The model's replies, except slot 0 of each group in training: the expert's next command and a lesson."""
+    from skill1_jax.envs import base
+    from skill1_jax.train.policy import ModelPolicy, ScriptedPolicy
+
+    env = base.make_env(cfg.env.name, **cfg.env.kwargs)
+    tasks = {t.task_id: t for t in env.tasks(cfg.env.train_split)}
+    walks: dict[str, list[str]] = {}
+
+    def walkthrough(task_id: str) -> list[str]:
+        if task_id not in walks:
+            env.reset(tasks[task_id])
+            walk, done = [], False
+            while not done:
+                walk.append(env.expert_action())
+                done = env.step(walk[-1])[2]
+            walks[task_id] = walk
+        return walks[task_id]
+
+    def script(stage, request):
+        walk = walkthrough(request.task_id)
+        if stage == "action":
+            return f"<think>step {request.turn}</think><action>{walk[min(request.turn, len(walk) - 1)]}</action>"
+        lesson = {"action_lesson": ", then ".join(walk), "description_head": request.task}
+        return "```json\n" + json.dumps(lesson) + "\n```"
+
+    class Coached(ModelPolicy):
+        def __init__(self):
+            super().__init__(graphdef, params, tokenizer, cfg.model.vocab_size, cfg.generation)
+            self.scripted = ScriptedPolicy(script, tokenizer, cfg.generation)
+
+        def generate(self, stage, requests, mode, rng):
+            replies = super().generate(stage, requests, mode, rng)  # all rows sampled: same shapes as `model`
+            if mode == "train" and stage in ("action", "distill"):
+                for i, r in enumerate(requests):
+                    if r.rollout % cfg.train.group_size == 0:
+                        replies[i] = self.scripted.generate(stage, [r], mode, rng)[0]
+            return replies
+
+    return Coached()
+
+
+def child(args) -> None:
+    import logging
+
+    from skill1_jax import config as C
+    from skill1_jax.train import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = C.override(C.preset("cpu_tiny"), overrides(args.steps, args.seed))
+    opts = run.RunOptions(workdir=args.workdir, model_dir=args.model_dir, resume=args.resume)
+    policy_cfg, graphdef, params, tokenizer = run.initial_policy(cfg, opts)
+    summary = run.train(cfg, opts, policy=coached_policy(policy_cfg, graphdef, params, tokenizer))
+    logging.info("done at step %d", summary["step"])
+
+
+# ---- process control --------------------------------------------------------------------------------------
+def child_command(args, workdir: pathlib.Path, model_dir: str, resume: bool) -> list[str]:
+    if args.policy == "coached":
+        cmd = [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--child", f"--steps={args.steps}",
+               f"--seed={args.seed}", f"--workdir={workdir}", f"--model_dir={model_dir}"]
+    else:
+        cmd = [sys.executable, "-m", "launch.train", "--config=cpu_tiny", f"--model_dir={model_dir}",
+               f"--workdir={workdir}"] + [f"--{o}" for o in overrides(args.steps, args.seed)]
+    return cmd + (["--resume"] if resume else [])
+
+
+def committed_steps(workdir: pathlib.Path) -> list[int]:
+    d = workdir / "checkpoints"
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def tmp_folders(workdir: pathlib.Path) -> list[str]:
+    d = workdir / "checkpoints"
+    return sorted(p.name for p in d.iterdir() if TMP_MARK in p.name) if d.is_dir() else []
+
+
+def train_steps(workdir: pathlib.Path) -> list[int]:
+    from skill1_jax.metrics import read_jsonl
+
+    return [r["step"] for r in read_jsonl(workdir / "metrics.jsonl") if "reward/success" in r]
+
+
+def last_log_line(log: pathlib.Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-1][-200:] if lines else ""
+
+
+class Process:
+    """One training process in its own session (so the kill reaches nothing else), logging to a file."""
+
+    def __init__(self, cmd: list[str], log: pathlib.Path, env: dict[str, str]):
+        self.log = log
+        self.cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.start = time.monotonic()
+        with open(log, "w") as f:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def wait_until(self, condition, timeout: float | None = None, poll: float = 0.002) -> bool:
+        """Polls ``condition()`` until true (returns True) or the process ends / times out (False)."""
+        while self.proc.poll() is None:
+            if condition():
+                return True
+            if timeout is not None and self.elapsed() > timeout:
+                return False
+            time.sleep(poll)
+        return False
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def finish(self) -> dict:
+        rc = self.proc.wait()
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"rc": rc, "wall_s": round(self.elapsed(), 1),
+                "cpu_s": round(cpu.ru_utime + cpu.ru_stime - self.cpu0.ru_utime - self.cpu0.ru_stime, 1)}
+
+
+def straight_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str]) -> dict:
+    workdir = root / "straight"
+    p = Process(child_command(args, workdir, model_dir, resume=False), root / "straight.log", env)
+    p.wait_until(lambda: train_steps(workdir), poll=0.5)
+    first_step_s = p.elapsed()
+    out = p.finish()
+    if out["rc"] != 0:
+        raise SystemExit(f"the uninterrupted run failed (rc {out['rc']}); see {root / 'straight.log'}")
+    step_s = (out["wall_s"] - first_step_s) / max(args.steps - 1, 1)
+    return {**out, "first_step_done_s": round(first_step_s, 1), "seconds_per_later_step": round(step_s, 1)}
+
+
+def soak_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str], window_s: float) -> list[dict]:
+    """Kills the soaked run ``args.kills`` times (see module docstring), then lets it finish."""
+    workdir = root / "soaked"
+    rng = random.Random(args.seed)
+    n_save, n_metrics = max(3, args.kills * 3 // 10), max(2, args.kills // 5)
+    kinds = ["mid_save"] * n_save + ["after_metrics"] * n_metrics
+    kinds += ["random"] * (args.kills - len(kinds))
+    rng.shuffle(kinds)
+    processes = []
+    for i, kind in enumerate(kinds + ["none"]):
+        before = committed_steps(workdir)
+        resume = bool(before)
+        metrics_before = train_steps(workdir)
+        p = Process(child_command(args, workdir, model_dir, resume), root / f"soaked_{i:02d}.log", env)
+        record = {"process": i, "kill": kind, "resume": resume, "checkpoints_at_start": before}
+        if kind == "random":
+            delay = rng.uniform(0.0, window_s)
+            fired = not p.wait_until(lambda: False, timeout=delay, poll=0.05)
+            record["planned_delay_s"] = round(delay, 1)
+        elif kind == "mid_save":
+            fired = p.wait_until(lambda: tmp_folders(workdir))
+        elif kind == "after_metrics":
+            fired = p.wait_until(lambda: len(train_steps(workdir)) > len(metrics_before))
+        else:
+            fired = False
+        if fired:
+            record.update(killed_at_s=round(p.elapsed(), 2), interrupted=describe_moment(workdir, p.log),
+                          last_log_line=last_log_line(p.log))
+            p.kill()
+        record.update(p.finish())
+        record.update(checkpoints_after=committed_steps(workdir), train_steps_in_metrics=train_steps(workdir))
+        processes.append(record)
+        print(json.dumps(record), flush=True)
+        if kind == "none" or (not fired and record["rc"] == 0):
+            if kind != "none":  # finished before its kill moment: the run is complete, no further restarts
+                record["note"] = "run finished before the planned kill"
+            break
+        if not fired:
+            raise SystemExit(f"soaked process {i} failed (rc {record['rc']}); see {p.log}")
+    return processes
+
+
+def describe_moment(workdir: pathlib.Path, log: pathlib.Path) -> str:
+    """What the kill interrupted, read from the run directory and the process log at the kill."""
+    tmp, steps, committed = tmp_folders(workdir), train_steps(workdir), committed_steps(workdir)
+    text = log.read_text(errors="replace")
+    if tmp:
+        return f"Orbax save in progress ({tmp[-1]})"
+    newest = committed[-1] if committed else 0
+    if steps and steps[-1] > newest:
+        return f"step {steps[-1]} metrics written, its checkpoint not yet"
+    if "restored step" not in text and "eval at step" not in text and not committed:
+        return "start-up of a fresh run (imports, model load, compilation, step-0 evaluation)"
+    if "restored step" not in text and committed:
+        return f"start-up before the restore of step {newest} finished"
+    return f"step {newest + 1} in progress (rollouts, update or evaluation)"
+
+
+# ---- comparison ----------------------------------------------------------------------------------------------
+def rows_by_step(rows: list[dict], kind: str) -> dict:
+    """{step: [rows]} of training rows (``kind="train"``) or evaluation rows, timings dropped."""
+    key = "reward/success" if kind == "train" else "eval/success"
+    out: dict[int, list[dict]] = {}
+    for r in rows:
+        if key in r:
+            out.setdefault(r["step"], []).append({k: v for k, v in r.items() if not k.startswith("seconds/")})
+    return out
+
+
+def compare_rows(soaked: dict, straight: dict) -> dict:
+    return {"steps": sorted(soaked), "missing": sorted(set(straight) - set(soaked)),
+            "extra": sorted(set(soaked) - set(straight)),
+            "repeated": {s: len(v) for s, v in soaked.items() if len(v) > 1},
+            "differing": {s: sorted(k for k in set(v[0]) | set(straight[s][0]) if v[0].get(k) != straight[s][0].get(k))
+                          for s, v in soaked.items() if s in straight and v[0] != straight[s][0]}}
+
+
+def load_checkpoint(workdir: pathlib.Path, step: int) -> tuple[dict, dict]:
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(workdir / "checkpoints") as mgr:
+        restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                              host=ocp.args.JsonRestore()))
+    return restored["state"], restored["host"]
+
+
+def compare_trees(a, b) -> dict:
+    import jax
+    import numpy as np
+
+    la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+    if [p for p, _ in la] != [p for p, _ in lb]:
+        return {"equal": False, "reason": "different tree structure"}
+    differing = []
+    for (path, x), (_, y) in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+            diff = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.shape == y.shape else None
+            differing.append({"leaf": jax.tree_util.keystr(path), "max_abs_diff": diff})
+    return {"equal": not differing, "leaves": len(la), "differing": differing[:20]}
+
+
+def compare_library(soaked: dict | None, straight: dict | None) -> dict:
+    soaked, straight = soaked or {"records": []}, straight or {"records": []}
+    ids = [r["id"] for r in soaked["records"]]
+    a = {(r["id"], r["strategy"]) for r in soaked["records"]}
+    b = {(r["id"], r["strategy"]) for r in straight["records"]}
+    return {"skills": len(soaked["records"]), "skills_uninterrupted": len(straight["records"]),
+            "lost": len(b - a), "extra": len(a - b), "duplicated_ids": len(ids) - len(set(ids)),
+            "identical": soaked == straight,
+            "differing_fields": sorted(k for k in set(soaked) | set(straight) if soaked.get(k) != straight.get(k))}
+
+
+def compare_runs(root: pathlib.Path, steps: int) -> dict:
+    from skill1_jax.metrics import read_jsonl
+
+    soaked, straight = root / "soaked", root / "straight"
+    metrics = {k: compare_rows(rows_by_step(read_jsonl(soaked / "metrics.jsonl"), k),
+                               rows_by_step(read_jsonl(straight / "metrics.jsonl"), k)) for k in ("train", "eval")}
+    eval_lines = [rows_by_step([{**r, "eval/success": r["success"]} for r in read_jsonl(d / "eval.jsonl")], "eval")
+                  for d in (soaked, straight)]
+    state_a, host_a = load_checkpoint(soaked, steps)
+    state_b, host_b = load_checkpoint(straight, steps)
+    results = [json.loads((d / "results.json").read_text()) for d in (soaked, straight)]
+    return {
+        "metrics_train_rows": metrics["train"], "metrics_eval_rows": metrics["eval"],
+        "eval_jsonl": compare_rows(*eval_lines),
+        "device_state": compare_trees(state_a, state_b),
+        "host_state_differing_keys": sorted(k for k in set(host_a) | set(host_b) if host_a.get(k) != host_b.get(k)),
+        "task_position": [host_a["task_position"], host_b["task_position"]],
+        "references": {"tasks": len(host_a["references"]), "identical": host_a["references"] == host_b["references"]},
+        "library": compare_library(host_a["library"], host_b["library"]),
+        "results_json_identical": results[0] == results[1],
+        "checkpoint_folders_left": sorted(p.name for p in (soaked / "checkpoints").iterdir()),
+    }
+
+
+def main():
+    args = ARGS.parse_args()
+    if args.child:
+        return child(args)
+    root = pathlib.Path(args.root or tempfile.mkdtemp(prefix="soak_")).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    for d in ("straight", "soaked"):
+        shutil.rmtree(root / d, ignore_errors=True)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           # Restarts read compiled programs from disk, as a preemptible job would, so a restart costs seconds of
+           # start-up rather than minutes of XLA compilation (the first, uninterrupted run fills the cache).
+           "JAX_COMPILATION_CACHE_DIR": str(root / "xla_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    model_dir = str(root / "policy")
+    if not (root / "policy" / "config.json").exists():
+        from skill1_jax.train.tiny_policy import build_tiny_policy
+
+        build_tiny_policy(model_dir, seed=args.seed)
+    t0 = time.monotonic()
+    straight = straight_run(args, root, model_dir, env)
+    print(json.dumps({"straight": straight}), flush=True)
+    window = straight["first_step_done_s"] + straight["seconds_per_later_step"]
+    processes = soak_run(args, root, model_dir, env, window)
+    comparison = compare_runs(root, args.steps)
+    kills = [p for p in processes if "killed_at_s" in p]
+    m, lib = comparison["metrics_train_rows"], comparison["library"]
+    summary = {
+        "kills": len(kills),
+        "kills_mid_save": sum("Orbax save" in p["interrupted"] for p in kills),
+        "steps_lost": len(m["missing"]), "steps_repeated": len(m["repeated"]) + len(m["extra"]),
+        "eval_rows_lost_or_repeated": len(comparison["eval_jsonl"]["missing"]) + len(comparison["eval_jsonl"]["repeated"]),
+        "skills_lost": lib["lost"], "skills_duplicated": lib["extra"] + lib["duplicated_ids"],
+        "final_state_equal": (comparison["device_state"]["equal"] and not comparison["host_state_differing_keys"]
+                              and not m["differing"] and comparison["results_json_identical"]),
+    }
+    write_result(args.out, {
+        "machine": machine_info(), "policy": args.policy, "steps": args.steps, "seed": args.seed,
+        "config_overrides": overrides(args.steps, args.seed), "summary": summary,
+        "random_kill_window_s": round(window, 1), "uninterrupted": straight, "processes": processes,
+        "comparison": comparison, "total_wall_s": round(time.monotonic() - t0, 1), "root": str(root)})
+
+
+if __name__ == "__main__":
+    main()

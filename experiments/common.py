@@ -1,0 +1,460 @@
+"""What the three table scripts share: the paper's numbers, the sweep of runs behind a table, run-or-read, and the
+command line.
+
+A *sweep* is (preset, env, variants, seeds, overrides): one training run per (variant, seed), in
+``<workdir_root>/<preset>-<env>/<variant>/seed<seed>/``. The layout does not depend on the table, so the tables
+share runs: Table 1's Skill1 and GRPO rows are Table 2's ``skill1`` and ``no_library`` rows, and Table 3 reads the
+timing of the same runs. Each run is
+
+  * read when it is finished (``results.json``, the final evaluation) — never re-run;
+  * resumed when it has checkpoints but no results (a preempted or killed sweep: rerun the same command);
+  * trained from scratch otherwise (``run.train``, the same function ``launch/train.py`` calls).
+
+A run directory whose recorded ``config.json`` differs from what the command asks for is an error that names the
+differing fields (so a table never mixes runs of different settings); choose another ``--workdir_root``.
+
+Command line (every table script): ``--preset``, ``--env``, ``--variants``, ``--seeds``, ``--workdir_root``,
+``--model_dir`` / ``--tokenizer_dir``, ``--mesh``, ``--read_only``, ``--warm_start``, and any config field as
+``--<section>.<field>=value`` (``--train.steps=4``, ``--env.options.num_eval=8``), exactly as in
+``launch/train.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import statistics
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import app, flags
+
+from skill1_jax import config as C
+from skill1_jax.envs.household_world import TASK_TYPES
+from skill1_jax.train.evaluate import TYPE_COLUMNS, EvalResult
+
+log = logging.getLogger(__name__)
+
+# ---- the paper's numbers (../shared/docs/skill1_spec.md §5.1, §5.2, §4.3) ------------------------------------
+ALFWORLD_COLUMNS = (*TYPE_COLUMNS.values(), "All")
+WEBSHOP_COLUMNS = ("Score", "Succ")
+_T1_COLUMNS = (*ALFWORLD_COLUMNS, *WEBSHOP_COLUMNS)
+# Table 1: success % per ALFWorld task type and overall ("All" = the paper's "ALF Avg"), WebShop score and success.
+PAPER_TABLE1: dict[str, dict[str, float]] = {name: dict(zip(_T1_COLUMNS, values)) for name, values in (
+    ("Zero-shot", (33.4, 21.6, 19.3, 6.9, 2.8, 3.2, 14.8, 26.4, 7.8)),
+    ("ReAct", (48.5, 35.4, 34.3, 13.2, 18.2, 17.6, 31.2, 46.2, 19.5)),
+    ("Reflexion", (62.0, 41.6, 44.9, 30.9, 36.3, 23.8, 42.7, 58.1, 28.8)),
+    ("Mem0", (54.0, 55.0, 26.9, 36.4, 20.8, 7.7, 33.6, 23.9, 2.0)),
+    ("ExpeL", (21.0, 67.0, 55.0, 52.0, 71.0, 6.0, 46.3, 30.9, 11.2)),
+    ("PPO", (92.3, 64.0, 92.5, 89.5, 80.3, 68.8, 80.4, 81.4, 68.7)),
+    ("RLOO", (87.6, 78.2, 87.3, 81.3, 71.9, 48.9, 75.5, 80.3, 65.7)),
+    ("GRPO", (90.8, 66.1, 89.3, 74.7, 72.5, 64.7, 77.6, 79.3, 66.1)),
+    ("GiGPO", (97.7, 82.7, 98.8, 83.7, 89.3, 79.2, 90.8, 84.4, 72.8)),
+    ("EvolveR", (64.9, 33.3, 46.4, 13.3, 33.3, 33.3, 43.8, 42.5, 17.6)),
+    ("Mem0 + GRPO", (78.1, 54.8, 56.1, 31.0, 65.0, 26.9, 54.7, 58.1, 37.5)),
+    ("SimpleMem + GRPO", (89.5, 36.3, 60.0, 50.0, 64.9, 26.3, 62.5, 67.8, 46.9)),
+    ("SkillRL", (97.9, 71.4, 90.0, 90.0, 95.5, 87.5, 89.9, 85.2, 72.7)),
+    ("RetroAgent (reproduced)", (97.9, 90.9, 99.2, 92.9, 85.3, 91.0, 94.9, 88.9, 82.3)),
+    ("Skill1", (100.0, 98.6, 97.3, 99.2, 96.1, 96.0, 97.5, 89.7, 82.9)),
+)}
+# Table 2 (ALFWorld success %), keyed by our variant names; the Δ column is derived (``table2.delta``).
+PAPER_TABLE2: dict[str, dict[str, float]] = {variant: dict(zip(ALFWORLD_COLUMNS, values)) for variant, values in (
+    ("skill1", (100.0, 98.6, 97.3, 99.2, 96.1, 96.0, 97.5)),
+    ("no_selection", (96.9, 90.3, 98.0, 90.4, 86.5, 85.3, 91.8)),
+    ("no_distillation", (97.4, 88.5, 98.1, 96.1, 87.6, 89.5, 92.4)),
+    ("no_library", (96.7, 71.5, 94.9, 70.7, 71.5, 65.5, 80.9)),
+    ("lambda1_0", (99.5, 80.5, 98.8, 100.0, 90.6, 84.9, 94.0)),
+    ("lambda2_0", (100.0, 85.4, 95.5, 96.4, 91.0, 96.2, 94.9)),
+    ("lambda_both_0", (98.1, 74.9, 95.6, 95.6, 79.5, 87.2, 90.2)),
+)}
+# Table 3 (ALFWorld, 8×H800): seconds per step and library size at training steps 20 / 60 / 100 of 150.
+PAPER_STEPS = 150
+TABLE3_STEPS = (20, 60, 100)
+PAPER_TABLE3: dict[str, dict[str, tuple[float, ...] | None]] = {
+    "GRPO (no library)": {"s/step": (301.3, 274.1, 296.7), "library": None},
+    "SkillRL": {"s/step": (368.1, 319.0, 326.6), "library": (60, 71, 83)},
+    "Skill1": {"s/step": (386.6, 444.3, 493.8), "library": (915, 3899, 5000)},
+    "w/o selection step": {"s/step": (367.4, 406.7, 521.8), "library": (892, 3693, 5000)},
+    "w/o distillation step": {"s/step": (508.8, 750.1, 738.4), "library": (2212, 5000, 5000)},
+}
+
+# cpu_tiny sized for a table: 7 variants of `python -m experiments.table2 --preset cpu_tiny` in ~20–30 minutes on
+# 2 idle cores. The preset's own 20 steps × 4 × 4 are for a single run (launch/train.py).
+CPU_TINY_SWEEP = ("train.steps=6", "train.tasks_per_step=2", "train.group_size=4", "train.eval_every=0",
+                  "train.eval_tasks=12", "train.eval_before_train=false", "train.checkpoint_every=3")
+# In the household world: all six task types (the tiny policy's world, ``tiny_policy.DEMO_ENV``), so the per-type
+# columns are filled; the easy preset alone plays only pick-and-place.
+HOUSEHOLD_ALL_TYPES = f"env.options.task_types={json.dumps(list(TASK_TYPES))}"
+DEFAULT_SEEDS = {"cpu_tiny": (0,), "paper": (0, 1, 2), "released": (0, 1, 2)}  # the paper reports 3 runs
+
+
+class UsageError(ValueError):
+    """A bad command line or run directory; printed as one line, exit code 2."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived during a run: it saved a checkpoint; rerunning the same command resumes it."""
+
+
+# ---- the sweep ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The runs behind one table.
+
+    Attributes:
+      preset: config preset (``cpu_tiny``, ``paper``, ``released``).
+      env: environment; None = the preset's (household for cpu_tiny, ALFWorld otherwise).
+      variants: rows (``config.VARIANTS`` names).
+      seeds: one run per seed and variant.
+      workdir_root: the sweep's runs go to ``<workdir_root>/<preset>-<env>/<variant>/seed<seed>``.
+      overrides: ``section.field=value`` applied after the preset (and after ``CPU_TINY_SWEEP`` for cpu_tiny).
+      model_dir, tokenizer_dir: initial policy (``run.RunOptions``); for cpu_tiny with neither, the tiny policy is
+        built once under ``<workdir_root>/policy/``.
+      mesh_shape: (data, fsdp, tensor) for the update; None = one device.
+      read_only: never train; unfinished runs are left out of the table (and listed below it).
+      warm_start: cpu_tiny only: warm-start the tiny policy by SFT (``tiny_policy.warm_start``; tens of minutes).
+      progress: tqdm bars during training.
+    """
+
+    preset: str
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    workdir_root: str
+    env: str | None = None
+    overrides: tuple[str, ...] = ()
+    model_dir: str | None = None
+    tokenizer_dir: str | None = None
+    mesh_shape: tuple[int, int, int] | None = None
+    read_only: bool = False
+    warm_start: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in C.VARIANTS]
+        if unknown:
+            raise UsageError(f"unknown variant(s) {unknown}; choose from {sorted(C.VARIANTS)}")
+        if not self.variants or not self.seeds:
+            raise UsageError("a sweep needs at least one variant and one seed")
+        bad = [o for o in self.overrides if o.split("=", 1)[0] in ("variant", "train.seed")]
+        if bad:
+            raise UsageError(f"{bad[0]!r}: choose variants and seeds with --variants and --seeds")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or C.preset(self.preset).env.name
+
+    def config(self, variant: str, seed: int) -> C.ExperimentConfig:
+        """The run's config: preset → cpu_tiny sweep sizing → overrides → variant and seed."""
+        sizing = ()
+        if self.preset == "cpu_tiny":
+            sizing = CPU_TINY_SWEEP + ((HOUSEHOLD_ALL_TYPES,) if self.env_name == "household" else ())
+        return C.override(C.preset(self.preset, self.env_name),
+                          [*sizing, *self.overrides, f"variant={variant}", f"train.seed={seed}"])
+
+    @property
+    def group_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.workdir_root) / f"{self.preset}-{self.env_name}"
+
+    def run_dir(self, variant: str, seed: int) -> pathlib.Path:
+        return self.group_dir / variant / f"seed{seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A finished run read back from its directory."""
+
+    variant: str
+    seed: int
+    workdir: pathlib.Path
+    final: EvalResult  # the evaluation after the last step
+    metrics: list[dict[str, Any]]  # metrics.jsonl rows
+
+    def metric(self, name: str, step: int) -> float | None:
+        """``name`` at training step ``step`` (the last row written for that step), or None when absent."""
+        values = [r[name] for r in self.metrics if r.get("step") == step and isinstance(r.get(name), (int, float))]
+        return float(values[-1]) if values else None
+
+
+def recorded_mismatches(cfg: C.ExperimentConfig, workdir: pathlib.Path) -> list[str]:
+    """``section.field: recorded → requested`` for every field where ``workdir/config.json`` differs from ``cfg``."""
+    path = workdir / "config.json"
+    if not path.exists():
+        return []
+    have, want = json.loads(path.read_text()), json.loads(cfg.to_json())
+    out = []
+    for section in sorted(set(have) | set(want)):
+        a, b = have.get(section), want.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{section}.{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{section}: {a!r} → {b!r}")
+    return out
+
+
+def read_run(variant: str, seed: int, workdir: pathlib.Path, final_step: int) -> Run | None:
+    """The finished run in ``workdir``, or None.
+
+    The final evaluation is ``results.json``; when only ``eval.jsonl`` holds it (a run killed between its last
+    checkpoint and writing ``results.json`` resumes with nothing left to do and never writes that file), its
+    line at the final step is the same evaluation.
+    """
+    from skill1_jax.metrics import read_jsonl
+
+    results = workdir / "results.json"
+    if results.exists():
+        final = json.loads(results.read_text())
+    else:
+        final = next((r for r in reversed(read_jsonl(workdir / "eval.jsonl")) if r.get("step") == final_step), None)
+        if final is None:
+            return None
+    fields = {f.name for f in dataclasses.fields(EvalResult)}
+    return Run(variant, seed, workdir, EvalResult(**{k: v for k, v in final.items() if k in fields}),
+               read_jsonl(workdir / "metrics.jsonl"))
+
+
+def has_checkpoints(workdir: pathlib.Path) -> bool:
+    ckpt = workdir / "checkpoints"
+    return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+
+def tiny_policy_dir(root: str, warm_start: bool) -> str:
+    """The cpu_tiny policy, built once per workdir root (and warm-started once when asked); the build writes to a
+    temporary folder renamed into place, so an interrupted build is redone rather than half read."""
+    from skill1_jax.train import tiny_policy
+
+    base = pathlib.Path(root).absolute() / "policy"
+
+    def cached(name: str, build: Callable[[str], Any]) -> str:
+        path = base / name
+        if not path.is_dir():
+            tmp = base / f".{name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            log.info("building the cpu_tiny policy %s (cached for later runs)", path)
+            build(str(tmp))
+            os.replace(tmp, path)
+        return str(path)
+
+    init = cached("init", tiny_policy.build_tiny_policy)
+    return cached("warm_start", lambda out: tiny_policy.warm_start(init, out)) if warm_start else init
+
+
+def policy_dirs(sweep: Sweep) -> tuple[str | None, str | None]:
+    """(model_dir, tokenizer_dir) of the initial policy."""
+    if sweep.model_dir or sweep.tokenizer_dir:
+        return sweep.model_dir, sweep.tokenizer_dir
+    if sweep.preset != "cpu_tiny":
+        raise UsageError(f"--preset={sweep.preset} starts from a pretrained policy: pass --model_dir=<HF checkpoint "
+                         f"dir, e.g. Qwen2.5-7B-Instruct>")
+    return tiny_policy_dir(sweep.workdir_root, sweep.warm_start), None
+
+
+def collect(sweep: Sweep, *, encoder: Any = None, policy: Any = None) -> dict[str, list[Run]]:
+    """variant → its finished runs, in seed order; trains or resumes the unfinished ones unless ``read_only``.
+
+    ``encoder`` / ``policy`` are passed to ``run.train`` (tests); by default one MiniLM encoder serves every run.
+    Raises ``UsageError`` for a run directory recorded with other settings, ``Preempted`` after a SIGTERM.
+    """
+    for variant in sweep.variants:
+        for seed in sweep.seeds:
+            diffs = recorded_mismatches(sweep.config(variant, seed), sweep.run_dir(variant, seed))
+            if diffs:
+                raise UsageError(f"{sweep.run_dir(variant, seed)} holds a run with other settings "
+                                 f"({'; '.join(diffs[:4])}); pass another --workdir_root")
+    out: dict[str, list[Run]] = {}
+    dirs = None
+    for variant in sweep.variants:
+        out[variant] = []
+        for seed in sweep.seeds:
+            cfg, workdir = sweep.config(variant, seed), sweep.run_dir(variant, seed)
+            done = read_run(variant, seed, workdir, cfg.train.steps)
+            if done is None and not sweep.read_only:
+                from skill1_jax.train import run
+
+                dirs = dirs or policy_dirs(sweep)
+                if encoder is None and cfg.spec.library:
+                    from skill1_jax.skills import SentenceEncoder
+
+                    encoder = SentenceEncoder()
+                opts = run.RunOptions(workdir=str(workdir), model_dir=dirs[0], tokenizer_dir=dirs[1],
+                                      resume=has_checkpoints(workdir), mesh_shape=sweep.mesh_shape,
+                                      progress=sweep.progress)
+                log.info("%s %s (seed %d) in %s", "resuming" if opts.resume else "training", variant, seed, workdir)
+                summary = run.train(cfg, opts, encoder=encoder if cfg.spec.library else None, policy=policy)
+                if summary["preempted"]:
+                    raise Preempted(f"preempted during {workdir}; rerun the same command to resume")
+                done = read_run(variant, seed, workdir, cfg.train.steps)
+                if done is None:
+                    raise RuntimeError(f"{workdir}: training finished but recorded no final evaluation")
+            if done is not None:
+                out[variant].append(done)
+    return out
+
+
+# ---- table cells ----------------------------------------------------------------------------------------------
+def mean_std(values: Sequence[float | None], digits: int = 1) -> str | None:
+    """``mean ± std`` (sample std, as the paper's seed statistics) of the values present; the bare value for
+    one; None for none."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return f"{present[0]:.{digits}f}"
+    return f"{statistics.mean(present):.{digits}f} ± {statistics.stdev(present):.{digits}f}"
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
+def result_columns(env: str) -> tuple[str, ...]:
+    """The paper-table columns of an environment's evaluation (``EvalResult.columns``)."""
+    return WEBSHOP_COLUMNS if env == "webshop" else ALFWORLD_COLUMNS
+
+
+def column_cells(runs: Sequence[Run], columns: Sequence[str]) -> dict[str, str | None]:
+    """column → mean ± std over the runs' final evaluations."""
+    finals = [r.final.columns() for r in runs]
+    return {c: mean_std([f.get(c) for f in finals]) for c in columns}
+
+
+def row_name(label: str, runs: Sequence[Run]) -> str:
+    return f"{label} (ours, n={len(runs)})"
+
+
+def notes(sweep: Sweep, runs: Mapping[str, Sequence[Run]]) -> list[str]:
+    """Lines under a table: what was run, and which runs are missing."""
+    cfg = sweep.config(sweep.variants[0], sweep.seeds[0])
+    t = cfg.train
+    lines = [f"Ours: preset {sweep.preset}, env {sweep.env_name}, {t.steps} steps of {t.tasks_per_step} tasks × "
+             f"G = {t.group_size}, final evaluation on {t.eval_tasks or 'all'} {cfg.env.eval_split} tasks; "
+             f"mean ± sample std over the seeds that finished (n); runs in {sweep.group_dir}."]
+    if sweep.preset == "cpu_tiny":
+        lines.append(f"cpu_tiny is a {'warm-started' if sweep.warm_start else 'random-init'} 3.5 M-parameter policy "
+                     f"in the built-in household world for a few steps: it checks the pipeline end to end and is not a "
+                     f"reproduction; the paper's numbers (Qwen2.5-7B-Instruct, ALFWorld/WebShop, 150 steps) are "
+                     f"shown for the layout.")
+    missing = [f"{v} seed {s}" for v in sweep.variants for s in sweep.seeds
+               if s not in {r.seed for r in runs.get(v, ())}]
+    if missing:
+        lines.append(f"Not finished (left out): {', '.join(missing)}.")
+    return lines
+
+
+# ---- command line ---------------------------------------------------------------------------------------------
+FLAGS = flags.FLAGS
+PRESET = flags.DEFINE_enum("preset", "cpu_tiny", sorted(C.PRESETS), "Config preset of every run.")
+ENV = flags.DEFINE_enum("env", None, ["household", "alfworld", "webshop"], "Environment (default: the preset's).")
+VARIANTS = flags.DEFINE_list("variants", None, f"Rows to run, from {sorted(C.VARIANTS)} (default: the table's).")
+SEEDS = flags.DEFINE_list("seeds", None, "Run seeds (default: 0,1,2 for paper/released, 0 for cpu_tiny).")
+WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "runs/experiments", "Root of the run directories.")
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "HF checkpoint dir of the initial policy (required for paper and "
+                                "released; cpu_tiny builds its tiny policy under --workdir_root when omitted).")
+TOKENIZER_DIR = flags.DEFINE_string("tokenizer_dir", None, "Tokenizer dir; without --model_dir the policy is "
+                                    "initialised randomly from the config's model section.")
+MESH = flags.DEFINE_string("mesh", None, "Device mesh 'data,fsdp,tensor' (e.g. 1,8,1); default one device.")
+READ_ONLY = flags.DEFINE_bool("read_only", False, "Only read finished runs; never train.")
+WARM_START = flags.DEFINE_bool("warm_start", False, "cpu_tiny: warm-start the tiny policy by SFT first (tens of "
+                               "minutes on 2 cores, cached under --workdir_root).")
+
+_OVERRIDES: list[str] = []
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def flags_parser(argv: list[str]) -> list[str]:
+    """absl parsing with one-line errors (exit 2); ``--<section>.<field>=value`` arguments become overrides."""
+    rest = []
+    for arg in argv[1:]:
+        key = arg[2:].split("=", 1)[0]
+        if arg.startswith("--") and key.split(".")[0] in C.SECTION_NAMES and "." in key:
+            if "=" not in arg:
+                fail(f"{arg}: expected --{key}=<value>")
+            _OVERRIDES.append(arg[2:])
+        else:
+            rest.append(arg)
+    try:
+        remaining = FLAGS([argv[0]] + rest)
+    except flags.Error as e:
+        fail(str(e).splitlines()[0])
+    if len(remaining) > 1:
+        fail(f"unexpected positional arguments {remaining[1:]}")
+    return remaining
+
+
+def sweep_from_flags(default_variants: Sequence[str]) -> Sweep:
+    """The sweep the command line asks for; every override is applied once here so a bad one fails before any run."""
+    preset = PRESET.value
+    try:
+        seeds = tuple(int(s) for s in SEEDS.value) if SEEDS.value else DEFAULT_SEEDS[preset]
+    except ValueError:
+        raise UsageError(f"--seeds {','.join(SEEDS.value)!r}: expected comma-separated integers") from None
+    mesh = None
+    if MESH.value is not None:
+        try:
+            mesh = tuple(int(x) for x in MESH.value.split(","))
+        except ValueError:
+            mesh = ()
+        if len(mesh) != 3 or min(mesh) < 1:
+            raise UsageError(f"--mesh {MESH.value!r}: expected three positive integers 'data,fsdp,tensor'")
+    for flag in (MODEL_DIR, TOKENIZER_DIR):
+        if flag.value is not None and not os.path.isdir(flag.value):
+            raise UsageError(f"--{flag.name} {flag.value!r} is not a directory")
+    if WARM_START.value and preset != "cpu_tiny":
+        raise UsageError("--warm_start builds the cpu_tiny policy; other presets start from --model_dir")
+    sweep = Sweep(preset=preset, env=ENV.value, variants=tuple(VARIANTS.value or default_variants), seeds=seeds,
+                  workdir_root=WORKDIR_ROOT.value, overrides=tuple(_OVERRIDES), model_dir=MODEL_DIR.value,
+                  tokenizer_dir=TOKENIZER_DIR.value, mesh_shape=mesh, read_only=READ_ONLY.value,
+                  warm_start=WARM_START.value)
+    sweep.config(sweep.variants[0], sweep.seeds[0])  # raises ValueError naming a bad override
+    if not sweep.read_only and sweep.preset != "cpu_tiny":
+        policy_dirs(sweep)  # the model dir is required before hours of runs start, not after
+    return sweep
+
+
+def enable_compile_cache(sweep: Sweep) -> None:
+    """XLA's persistent compilation cache under the workdir root: the variants of a sweep compile the same
+    programs, and a rerun (resume, another table) finds them compiled."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(sweep.workdir_root).absolute() / "xla_cache"))
+
+
+def main(render: Callable[[Sweep, Mapping[str, Sequence[Run]]], str], default_variants: Sequence[str],
+         filename: str) -> None:
+    """The table scripts' entry point: flags → sweep → run or read → print the table (and save it as
+    ``<group_dir>/<filename>``)."""
+
+    def _main(argv):
+        del argv
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            sweep = sweep_from_flags(default_variants)
+        except ValueError as e:  # UsageError and bad overrides
+            fail(str(e))
+        if not sweep.read_only:
+            enable_compile_cache(sweep)
+        from skill1_jax.train import run
+
+        try:
+            runs = collect(sweep)
+        except (UsageError, run.UsageError, FileNotFoundError) as e:
+            fail(str(e))
+        except Preempted as e:
+            log.warning("%s", e)
+            return
+        text = render(sweep, runs)
+        print(text)
+        sweep.group_dir.mkdir(parents=True, exist_ok=True)
+        (sweep.group_dir / filename).write_text(text + "\n")
+
+    app.run(_main, flags_parser=flags_parser)

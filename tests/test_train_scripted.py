@@ -195,3 +195,22 @@ def test_truncated_replies_carry_no_loss_and_are_not_admitted(tokenizer):
     batch = pack_rows(distill, 4, 2048)
     assert batch.loss_mask.sum() == 0 and (batch.segment == Segment.DISTILL).sum() == 48
     trainer.close()
+
+
+def test_evaluation_injects_all_k_and_never_writes_the_library(scripted_run, tokenizer):
+    trainer, _, _, _ = scripted_run
+    records = trainer.library.records()
+    embeddings = trainer.library.embeddings.copy()
+    references = trainer.references.to_json()
+    script = Recorder({}, experts=set())
+    trainer.policy = ScriptedPolicy(script, tokenizer, trainer.config.generation)
+    result = trainer.evaluate()
+    assert result.num_tasks == 8 and result.success == 0.0 and set(result.columns()) == {"Pick", "All"}
+    assert trainer.library.records() == records and np.array_equal(trainer.library.embeddings, embeddings)
+    assert trainer.references.to_json() == references
+    assert all(stage != "distill" for stage, _, _ in script.prompts)
+    play = [p for stage, _, p in script.prompts if stage == "action"]
+    # Greedy retrieval with equal similarities ranks by U (ties: lower id): the two fresh skills (U = 0.5), then the
+    # older skill 0 (U < 0.5). All K = 3 are injected at evaluation, not only the top-1.
+    top3 = [r.strategy for r in sorted(records, key=lambda r: (-r.utility, r.skill_id))[:3]]
+    assert all(all(s in p for s in top3) for p in play)

@@ -121,22 +121,30 @@ class SampleResult:
 
 # ---- on-device pieces ---------------------------------------------------------------------------------------
 
-def _largest_threshold(probs: Array, reaches: Callable[[Array], Array]) -> Array:
-    """Per row [B, 1], the largest τ such that ``reaches(probs >= τ)`` holds, for a predicate that holds at τ = 0
+# Rows bisected together: 8 × 151,936 float32 (4.9 MB) stay in cache through the 32 passes. All 32 rows of a batch
+# at once (19 MB) were re-read from memory on every pass: top-p/top-k then took ~87 % of a batch-32 decode step.
+_THRESHOLD_ROWS = 8
+
+
+def _largest_threshold(probs: Array, reaches: Callable[[Array, Array], Array]) -> Array:
+    """Per row [B, 1], the largest τ such that ``reaches(row, row >= τ)`` holds, for a predicate that holds at τ = 0
     and only weakens as τ grows (kept mass ≥ top_p, kept count ≥ k).
 
     Bisection on the float32 bit pattern (monotone for non-negative floats) is exact after 32 halvings and costs
     32 masked reductions over V; sorting (or ``lax.top_k`` over) 151,936 logits per row is ~10× slower on CPU.
     """
-    def halve(_, bounds):
-        lo, hi = bounds  # invariant: reaches at lo, not at hi
-        mid = lo + (hi - lo) // 2
-        ok = reaches(probs >= jax.lax.bitcast_convert_type(mid, jnp.float32))
-        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+    def bisect(row: Array) -> Array:
+        def halve(_, bounds):
+            lo, hi = bounds  # invariant: reaches at lo, not at hi
+            mid = lo + (hi - lo) // 2
+            ok = reaches(row, row >= jax.lax.bitcast_convert_type(mid, jnp.float32))
+            return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
-    hi = jax.lax.bitcast_convert_type(jnp.max(probs, axis=-1, keepdims=True), jnp.int32) + 1
-    lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.zeros_like(hi), hi))
-    return jax.lax.bitcast_convert_type(lo, jnp.float32)
+        hi = jax.lax.bitcast_convert_type(jnp.max(row, keepdims=True), jnp.int32) + 1
+        lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.zeros_like(hi), hi))
+        return jax.lax.bitcast_convert_type(lo, jnp.float32)
+
+    return jax.lax.map(bisect, probs, batch_size=_THRESHOLD_ROWS)
 
 
 def _sampling_log_probs(logp: Array, cfg: SamplingConfig) -> Array:
@@ -147,7 +155,7 @@ def _sampling_log_probs(logp: Array, cfg: SamplingConfig) -> Array:
     if cfg.top_k:
         probs = jnp.exp(logp)
 
-        def count_reaches_k(keep):
+        def count_reaches_k(_, keep):
             return jnp.sum(keep, axis=-1, keepdims=True) >= cfg.top_k
 
         keep = probs >= _largest_threshold(probs, count_reaches_k)  # ties at the k-th value are all kept
@@ -155,8 +163,8 @@ def _sampling_log_probs(logp: Array, cfg: SamplingConfig) -> Array:
     if cfg.top_p < 1.0:
         probs = jnp.exp(logp)
 
-        def mass_reaches_p(keep):
-            return jnp.sum(jnp.where(keep, probs, 0.0), axis=-1, keepdims=True) >= cfg.top_p
+        def mass_reaches_p(row, keep):
+            return jnp.sum(jnp.where(keep, row, 0.0), axis=-1, keepdims=True) >= cfg.top_p
 
         keep = probs >= _largest_threshold(probs, mass_reaches_p)
         logp = jax.nn.log_softmax(jnp.where(keep, logp, -jnp.inf), axis=-1)

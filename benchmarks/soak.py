@@ -8,12 +8,14 @@ busy 2-core machine)
    cache that every later process reads, and measures start-up and step times to place the random kills).
 2. ``soaked``: the same run, started and SIGKILLed ``--kills`` times; each restart passes ``--resume`` when a
    committed checkpoint (a numbered Orbax step folder) exists and starts fresh otherwise; after the last kill it
-   runs to the end. Kill kinds, in a shuffled order: ``random`` (uniform delay from process start over start-up
-   plus one step), ``mid_save`` (the moment Orbax's ``<step>.orbax-checkpoint-tmp-*`` folder appears) and
+   runs to the end. Kill kinds, in a shuffled order: ``random`` (uniform delay from process start over two step
+   times: start-up, restore, a step), ``mid_save`` (the moment Orbax's ``<step>.orbax-checkpoint-tmp-*`` folder appears) and
    ``after_metrics`` (the moment a new step's metrics row is written, before its checkpoint).
 3. Comparison: metrics.jsonl and eval.jsonl (every step exactly once, values equal apart from timings), the final
    checkpoint's device state (params, AdamW state, step, RNG: bit-exact) and host state (task position, skill
    library by id and strategy, reference trajectories), and results.json.
+4. Corrupt checkpoint: the soaked run's newest checkpoint gets its largest data file truncated; a resume must warn,
+   fall back to the previous step, replay the last step and again equal the uninterrupted run.
 
 Policies (``--policy``): ``coached`` (default) runs ``run.train`` with the tiny model as the policy, except that slot
 0 of every group replays its task's expert walkthrough and a short parseable lesson, so episodes succeed and skills
@@ -177,9 +179,14 @@ class Process:
             time.sleep(poll)
         return False
 
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
+    def kill(self) -> bool:
+        """SIGKILL to the process group; False if the process had already ended."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
         self.proc.wait()
+        return True
 
     def finish(self) -> dict:
         rc = self.proc.wait()
@@ -188,8 +195,25 @@ class Process:
                 "cpu_s": round(cpu.ru_utime + cpu.ru_stime - self.cpu0.ru_utime - self.cpu0.ru_stime, 1)}
 
 
+def rising(condition):
+    """``condition`` that fires only after it has been seen false in this process (a stale true state, e.g. rows of
+    steps the restarted process is about to truncate and replay, must not trigger the kill)."""
+    seen_false = False
+
+    def check() -> bool:
+        nonlocal seen_false
+        value = bool(condition())
+        seen_false = seen_false or not value
+        return value and seen_false
+    return check
+
+
 def straight_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str]) -> dict:
-    workdir = root / "straight"
+    """The uninterrupted run (reused when ``root`` already holds a finished one with its timing record)."""
+    workdir, record = root / "straight", root / "straight.json"
+    if record.exists() and (workdir / "results.json").exists():
+        return json.loads(record.read_text())
+    shutil.rmtree(workdir, ignore_errors=True)
     p = Process(child_command(args, workdir, model_dir, resume=False), root / "straight.log", env)
     p.wait_until(lambda: train_steps(workdir), poll=0.5)
     first_step_s = p.elapsed()
@@ -197,7 +221,9 @@ def straight_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str]) 
     if out["rc"] != 0:
         raise SystemExit(f"the uninterrupted run failed (rc {out['rc']}); see {root / 'straight.log'}")
     step_s = (out["wall_s"] - first_step_s) / max(args.steps - 1, 1)
-    return {**out, "first_step_done_s": round(first_step_s, 1), "seconds_per_later_step": round(step_s, 1)}
+    out = {**out, "first_step_done_s": round(first_step_s, 1), "seconds_per_later_step": round(step_s, 1)}
+    record.write_text(json.dumps(out))
+    return out
 
 
 def soak_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str], window_s: float) -> list[dict]:
@@ -210,51 +236,59 @@ def soak_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str], wind
     rng.shuffle(kinds)
     processes = []
     for i, kind in enumerate(kinds + ["none"]):
-        before = committed_steps(workdir)
+        before, tmp_before = committed_steps(workdir), set(tmp_folders(workdir))
         resume = bool(before)
-        metrics_before = train_steps(workdir)
+        new_tmp = lambda: sorted(set(tmp_folders(workdir)) - tmp_before)  # noqa: E731 - left by earlier kills
         p = Process(child_command(args, workdir, model_dir, resume), root / f"soaked_{i:02d}.log", env)
         record = {"process": i, "kill": kind, "resume": resume, "checkpoints_at_start": before}
         if kind == "random":
             delay = rng.uniform(0.0, window_s)
-            fired = not p.wait_until(lambda: False, timeout=delay, poll=0.05)
+            p.wait_until(lambda: False, timeout=delay, poll=0.05)
             record["planned_delay_s"] = round(delay, 1)
         elif kind == "mid_save":
-            fired = p.wait_until(lambda: tmp_folders(workdir))
+            p.wait_until(rising(new_tmp))
         elif kind == "after_metrics":
-            fired = p.wait_until(lambda: len(train_steps(workdir)) > len(metrics_before))
-        else:
-            fired = False
-        if fired:
-            record.update(killed_at_s=round(p.elapsed(), 2), interrupted=describe_moment(workdir, p.log),
-                          last_log_line=last_log_line(p.log))
-            p.kill()
+            p.wait_until(rising(lambda: uncheckpointed_step(workdir) is not None))
+        fired = False
+        if kind != "none" and p.proc.poll() is None:
+            at = round(p.elapsed(), 2)
+            fired = p.kill()
+            if fired:  # described after the kill, from the state it left behind
+                record.update(killed_at_s=at, interrupted=describe_moment(workdir, p.log, new_tmp(), resume),
+                              last_log_line=last_log_line(p.log))
         record.update(p.finish())
         record.update(checkpoints_after=committed_steps(workdir), train_steps_in_metrics=train_steps(workdir))
         processes.append(record)
         print(json.dumps(record), flush=True)
-        if kind == "none" or (not fired and record["rc"] == 0):
-            if kind != "none":  # finished before its kill moment: the run is complete, no further restarts
+        if not fired and record["rc"] != 0:
+            record["failed"] = f"exit code {record['rc']} without a kill; see {p.log}"
+            break
+        if not fired:  # finished (the last process, or one that completed before its kill moment)
+            if kind != "none":
                 record["note"] = "run finished before the planned kill"
             break
-        if not fired:
-            raise SystemExit(f"soaked process {i} failed (rc {record['rc']}); see {p.log}")
     return processes
 
 
-def describe_moment(workdir: pathlib.Path, log: pathlib.Path) -> str:
-    """What the kill interrupted, read from the run directory and the process log at the kill."""
-    tmp, steps, committed = tmp_folders(workdir), train_steps(workdir), committed_steps(workdir)
+def uncheckpointed_step(workdir: pathlib.Path) -> int | None:
+    """The newest step whose metrics row is written but whose checkpoint is not committed (None if there is none)."""
+    steps, committed = train_steps(workdir), committed_steps(workdir)
+    return steps[-1] if steps and steps[-1] > (committed[-1] if committed else 0) else None
+
+
+def describe_moment(workdir: pathlib.Path, log: pathlib.Path, new_tmp: list[str], resumed: bool) -> str:
+    """What the kill interrupted, read from the run directory and the process log right after the kill."""
+    committed, pending = committed_steps(workdir), uncheckpointed_step(workdir)
     text = log.read_text(errors="replace")
-    if tmp:
-        return f"Orbax save in progress ({tmp[-1]})"
     newest = committed[-1] if committed else 0
-    if steps and steps[-1] > newest:
-        return f"step {steps[-1]} metrics written, its checkpoint not yet"
-    if "restored step" not in text and "eval at step" not in text and not committed:
+    if new_tmp:
+        return f"Orbax save in progress ({new_tmp[-1]})"
+    if resumed and "restored step" not in text:
+        return f"start-up of a resumed run, before the restore of step {newest} finished"
+    if not resumed and "eval at step" not in text:
         return "start-up of a fresh run (imports, model load, compilation, step-0 evaluation)"
-    if "restored step" not in text and committed:
-        return f"start-up before the restore of step {newest} finished"
+    if pending is not None:
+        return f"step {pending} metrics written, its checkpoint not yet"
     return f"step {newest + 1} in progress (rollouts, update or evaluation)"
 
 
@@ -304,9 +338,9 @@ def compare_trees(a, b) -> dict:
 
 def compare_library(soaked: dict | None, straight: dict | None) -> dict:
     soaked, straight = soaked or {"records": []}, straight or {"records": []}
-    ids = [r["id"] for r in soaked["records"]]
-    a = {(r["id"], r["strategy"]) for r in soaked["records"]}
-    b = {(r["id"], r["strategy"]) for r in straight["records"]}
+    ids = [r["skill_id"] for r in soaked["records"]]
+    a = {(r["skill_id"], r["strategy"]) for r in soaked["records"]}
+    b = {(r["skill_id"], r["strategy"]) for r in straight["records"]}
     return {"skills": len(soaked["records"]), "skills_uninterrupted": len(straight["records"]),
             "lost": len(b - a), "extra": len(a - b), "duplicated_ids": len(ids) - len(set(ids)),
             "identical": soaked == straight,
@@ -337,14 +371,35 @@ def compare_runs(root: pathlib.Path, steps: int) -> dict:
     }
 
 
+def corrupt_newest_and_resume(args, root: pathlib.Path, model_dir: str, env: dict[str, str]) -> dict:
+    """Truncates the largest data file of the soaked run's newest checkpoint, resumes, and checks that the run
+    warned, restored the previous step, replayed the last step and again equals the uninterrupted run."""
+    workdir = root / "soaked"
+    newest = committed_steps(workdir)[-1]
+    victim = max((f for f in (workdir / "checkpoints" / str(newest) / "state").rglob("*") if f.is_file()),
+                 key=lambda f: f.stat().st_size)
+    size = victim.stat().st_size
+    with open(victim, "r+b") as f:
+        f.truncate(size // 2)
+    p = Process(child_command(args, workdir, model_dir, resume=True), root / "corrupt_resume.log", env)
+    out = p.finish()
+    text = p.log.read_text(errors="replace")
+    restored = [int(line.split("restored step ")[1].split()[0]) for line in text.splitlines() if "restored step " in line]
+    comparison = compare_runs(root, args.steps) if out["rc"] == 0 else None
+    return {**out, "corrupted": f"{victim.relative_to(workdir)} ({size} -> {size // 2} bytes)",
+            "warning_logged": f"checkpoint step {newest} in" in text and "is unreadable" in text,
+            "restored_step": restored[0] if restored else None,
+            "final_state_equal_after_replay": comparison is not None and summarize([], comparison)["final_state_equal"],
+            "comparison": comparison}
+
+
 def main():
     args = ARGS.parse_args()
     if args.child:
         return child(args)
     root = pathlib.Path(args.root or tempfile.mkdtemp(prefix="soak_")).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    for d in ("straight", "soaked"):
-        shutil.rmtree(root / d, ignore_errors=True)
+    shutil.rmtree(root / "soaked", ignore_errors=True)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            # Restarts read compiled programs from disk, as a preemptible job would, so a restart costs seconds of
            # start-up rather than minutes of XLA compilation (the first, uninterrupted run fills the cache).
@@ -358,26 +413,40 @@ def main():
     t0 = time.monotonic()
     straight = straight_run(args, root, model_dir, env)
     print(json.dumps({"straight": straight}), flush=True)
-    window = straight["first_step_done_s"] + straight["seconds_per_later_step"]
+    # Start-up with a warm compilation cache takes roughly one step, so two steps span start-up plus one step.
+    window = 2 * straight["seconds_per_later_step"]
     processes = soak_run(args, root, model_dir, env, window)
-    comparison = compare_runs(root, args.steps)
+    result = {"machine": machine_info(), "policy": args.policy, "steps": args.steps, "seed": args.seed,
+              "config_overrides": overrides(args.steps, args.seed), "random_kill_window_s": round(window, 1),
+              "uninterrupted": straight, "processes": processes}
+    if any("failed" in p for p in processes):  # a restart that crashed on its own: report it, compare nothing
+        result["summary"] = {"failed": [p["failed"] for p in processes if "failed" in p]}
+    else:
+        result["comparison"] = compare_runs(root, args.steps)
+        result["summary"] = summarize(processes, result["comparison"])
+        result["corrupt_newest_checkpoint"] = corrupt_newest_and_resume(args, root, model_dir, env)
+        result["summary"]["corrupt_checkpoint_skipped"] = (
+            result["corrupt_newest_checkpoint"]["warning_logged"]
+            and result["corrupt_newest_checkpoint"]["restored_step"] == args.steps - 1
+            and result["corrupt_newest_checkpoint"]["final_state_equal_after_replay"])
+    result.update(total_wall_s=round(time.monotonic() - t0, 1), root=str(root))
+    write_result(args.out, {"summary": result.pop("summary"), **result})
+
+
+def summarize(processes: list[dict], comparison: dict) -> dict:
     kills = [p for p in processes if "killed_at_s" in p]
     m, lib = comparison["metrics_train_rows"], comparison["library"]
-    summary = {
+    return {
         "kills": len(kills),
         "kills_mid_save": sum("Orbax save" in p["interrupted"] for p in kills),
+        "kills_before_first_checkpoint": sum(not p["resume"] for p in kills),
         "steps_lost": len(m["missing"]), "steps_repeated": len(m["repeated"]) + len(m["extra"]),
-        "eval_rows_lost_or_repeated": len(comparison["eval_jsonl"]["missing"]) + len(comparison["eval_jsonl"]["repeated"]),
+        "eval_rows_lost_or_repeated": len(comparison["eval_jsonl"]["missing"]) + len(comparison["eval_jsonl"]["repeated"])
+        + len(comparison["metrics_eval_rows"]["missing"]) + len(comparison["metrics_eval_rows"]["repeated"]),
         "skills_lost": lib["lost"], "skills_duplicated": lib["extra"] + lib["duplicated_ids"],
         "final_state_equal": (comparison["device_state"]["equal"] and not comparison["host_state_differing_keys"]
                               and not m["differing"] and comparison["results_json_identical"]),
     }
-    write_result(args.out, {
-        "machine": machine_info(), "policy": args.policy, "steps": args.steps, "seed": args.seed,
-        "config_overrides": overrides(args.steps, args.seed), "summary": summary,
-        "random_kill_window_s": round(window, 1), "uninterrupted": straight, "processes": processes,
-        "comparison": comparison, "total_wall_s": round(time.monotonic() - t0, 1), "root": str(root)})
-
 
 if __name__ == "__main__":
     main()

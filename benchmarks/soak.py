@@ -8,9 +8,9 @@ busy 2-core machine)
    cache that every later process reads, and measures start-up and step times to place the random kills).
 2. ``soaked``: the same run, started and SIGKILLed ``--kills`` times; each restart passes ``--resume`` when a
    committed checkpoint (a numbered Orbax step folder) exists and starts fresh otherwise; after the last kill it
-   runs to the end. Kill kinds, in a shuffled order: ``random`` (uniform delay from process start over two step
-   times: start-up, restore, a step), ``mid_save`` (the moment Orbax's ``<step>.orbax-checkpoint-tmp-*`` folder appears) and
-   ``after_metrics`` (the moment a new step's metrics row is written, before its checkpoint).
+   runs to the end. Kill triggers (``SCHEDULE``): ``random`` (a uniform random delay), ``mid_save`` (the moment
+   Orbax's ``<step>.orbax-checkpoint-tmp-*`` folder appears) and ``after_metrics`` (the moment a step's metrics row
+   is written, before its checkpoint); each armed at process start or after the process's first new checkpoint.
 3. Comparison: metrics.jsonl and eval.jsonl (every step exactly once, values equal apart from timings), the final
    checkpoint's device state (params, AdamW state, step, RNG: bit-exact) and host state (task position, skill
    library by id and strategy, reference trajectories), and results.json.
@@ -226,25 +226,36 @@ def straight_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str]) 
     return out
 
 
-def soak_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str], window_s: float) -> list[dict]:
-    """Kills the soaked run ``args.kills`` times (see module docstring), then lets it finish."""
+# The kills, in order: (trigger, checkpoints the process must commit before the trigger is armed). A trigger armed at
+# once interrupts start-up, restore or the first step and advances nothing; one armed after a new checkpoint lets
+# the run progress a step, so later kills resume from different steps (the first three restart fresh).
+SCHEDULE = (("random", 0), ("mid_save", 0), ("after_metrics", 0), ("random", 1), ("random", 0), ("mid_save", 0),
+            ("after_metrics", 0), ("random", 1), ("mid_save", 1), ("random", 1))
+
+
+def soak_run(args, root: pathlib.Path, model_dir: str, env: dict[str, str], straight: dict) -> list[dict]:
+    """Kills the soaked run ``args.kills`` times following ``SCHEDULE`` (random delays), then lets it finish.
+
+    ``random`` waits a uniform delay: over the uninterrupted run's time to its first step (start-up, restore, a
+    step) when armed at start, over one step time when armed after a checkpoint.
+    """
     workdir = root / "soaked"
     rng = random.Random(args.seed)
-    n_save, n_metrics = max(3, args.kills * 3 // 10), max(2, args.kills // 5)
-    kinds = ["mid_save"] * n_save + ["after_metrics"] * n_metrics
-    kinds += ["random"] * (args.kills - len(kinds))
-    rng.shuffle(kinds)
+    plan = [SCHEDULE[i % len(SCHEDULE)] for i in range(args.kills)] + [("none", 0)]
     processes = []
-    for i, kind in enumerate(kinds + ["none"]):
+    for i, (kind, commits) in enumerate(plan):
         before, tmp_before = committed_steps(workdir), set(tmp_folders(workdir))
         resume = bool(before)
         new_tmp = lambda: sorted(set(tmp_folders(workdir)) - tmp_before)  # noqa: E731 - left by earlier kills
         p = Process(child_command(args, workdir, model_dir, resume), root / f"soaked_{i:02d}.log", env)
-        record = {"process": i, "kill": kind, "resume": resume, "checkpoints_at_start": before}
+        record = {"process": i, "kill": kind, "armed_after_new_checkpoints": commits, "resume": resume,
+                  "checkpoints_at_start": before}
+        if commits and p.wait_until(lambda: len(set(committed_steps(workdir)) - set(before)) >= commits, poll=0.05):
+            record["armed_at_s"] = round(p.elapsed(), 1)
         if kind == "random":
-            delay = rng.uniform(0.0, window_s)
-            p.wait_until(lambda: False, timeout=delay, poll=0.05)
-            record["planned_delay_s"] = round(delay, 1)
+            delay = rng.uniform(0.0, straight["seconds_per_later_step"] if commits else straight["first_step_done_s"])
+            p.wait_until(lambda: False, timeout=p.elapsed() + delay, poll=0.05)
+            record["random_delay_s"] = round(delay, 1)
         elif kind == "mid_save":
             p.wait_until(rising(new_tmp))
         elif kind == "after_metrics":
@@ -413,12 +424,9 @@ def main():
     t0 = time.monotonic()
     straight = straight_run(args, root, model_dir, env)
     print(json.dumps({"straight": straight}), flush=True)
-    # Start-up with a warm compilation cache takes roughly one step, so two steps span start-up plus one step.
-    window = 2 * straight["seconds_per_later_step"]
-    processes = soak_run(args, root, model_dir, env, window)
+    processes = soak_run(args, root, model_dir, env, straight)
     result = {"machine": machine_info(), "policy": args.policy, "steps": args.steps, "seed": args.seed,
-              "config_overrides": overrides(args.steps, args.seed), "random_kill_window_s": round(window, 1),
-              "uninterrupted": straight, "processes": processes}
+              "config_overrides": overrides(args.steps, args.seed), "uninterrupted": straight, "processes": processes}
     if any("failed" in p for p in processes):  # a restart that crashed on its own: report it, compare nothing
         result["summary"] = {"failed": [p["failed"] for p in processes if "failed" in p]}
     else:

@@ -83,9 +83,11 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, ...] | None]] = {
 }
 
 # cpu_tiny sized for a table: 7 variants of `python -m experiments.table2 --preset cpu_tiny` in ~20–30 minutes on
-# 2 idle cores. The preset's own 20 steps × 4 × 4 are for a single run (launch/train.py).
-CPU_TINY_SWEEP = ("train.steps=6", "train.tasks_per_step=2", "train.group_size=4", "train.eval_every=0",
-                  "train.eval_tasks=12", "train.eval_before_train=false", "train.checkpoint_every=3")
+# 2 idle cores. The preset's own 20 steps × 4 tasks × G = 4 × 8 turns cost ~6 CPU-minutes per step (the update
+# dominates), so a sweep run plays 4 steps × 2 tasks × G = 2 × 5 turns and is evaluated once, on one task per type.
+CPU_TINY_SWEEP = ("train.steps=4", "train.tasks_per_step=2", "train.group_size=2", "env.max_turns=5",
+                  "train.eval_every=0", "train.eval_tasks=6", "train.eval_before_train=false",
+                  "train.checkpoint_every=2")
 # In the household world: all six task types (the tiny policy's world, ``tiny_policy.DEMO_ENV``), so the per-type
 # columns are filled; the easy preset alone plays only pick-and-place.
 HOUSEHOLD_ALL_TYPES = f"env.options.task_types={json.dumps(list(TASK_TYPES))}"

@@ -89,11 +89,11 @@ def test_read_only_tables_give_mean_and_sample_std_over_seeds_and_list_missing_r
     sweep = common.Sweep(preset="cpu_tiny", variants=("skill1", "no_library"), seeds=(0, 1),
                          workdir_root=str(tmp_path), read_only=True)
     steps = sweep.config("skill1", 0).train.steps
-    assert table3.scaled_steps(steps) == (1, 2, 4)  # round(20·6/150) = 1, round(2.4) = 2, round(4.0) = 4
+    assert table3.scaled_steps(steps) == (1, 2, 3)  # round(20·4/150) = 1, round(1.6) = 2, round(2.67) = 3
     pick, look = "pick_and_place_simple", "look_at_obj_in_light"
-    fake_run(sweep, "skill1", 0, {pick: 40.0, look: 100.0}, {1: 9.0, 2: 2.0, 4: 3.0}, {1: 4, 2: 6, 4: 10})
-    fake_run(sweep, "skill1", 1, {pick: 60.0, look: 100.0}, {1: 7.0, 2: 4.0, 4: 5.0}, {1: 2, 2: 8, 4: 12})
-    fake_run(sweep, "no_library", 0, {pick: 20.0, look: 0.0}, {1: 5.0, 2: 1.0, 4: 2.0}, None)
+    fake_run(sweep, "skill1", 0, {pick: 40.0, look: 100.0}, {1: 9.0, 2: 2.0, 3: 3.0}, {1: 4, 2: 6, 3: 10})
+    fake_run(sweep, "skill1", 1, {pick: 60.0, look: 100.0}, {1: 7.0, 2: 4.0, 3: 5.0}, {1: 2, 2: 8, 3: 12})
+    fake_run(sweep, "no_library", 0, {pick: 20.0, look: 0.0}, {1: 5.0, 2: 1.0, 3: 2.0}, None)
     runs = common.collect(sweep)
     assert [r.seed for r in runs["no_library"]] == [0]
 
@@ -115,7 +115,7 @@ def test_read_only_tables_give_mean_and_sample_std_over_seeds_and_list_missing_r
     assert [ours[f"library @{k}"] for k in (20, 60, 100)] == ["3 ± 1", "7 ± 1", "11 ± 1"]
     assert rows["GRPO (no library) (ours, n=1)"]["library @20"] == "—"
     assert rows["Skill1 (paper)"]["library @60"] == "3,899" and rows["SkillRL (paper)"]["s/step @100"] == "326.6"
-    assert "paper step 20 → our step 1, 60 → our step 2, 100 → our step 4" in text3
+    assert "paper step 20 → our step 1, 60 → our step 2, 100 → our step 3" in text3
     # Slowdown over GRPO from the seed means: 8/5, 3/1, 4/2; the paper's 386.6/301.3, 444.3/274.1, 493.8/296.7.
     assert "ours 1.60× / 3.00× / 2.00×; paper 1.28× / 1.62× / 1.66×" in text3
 
@@ -127,7 +127,7 @@ def test_a_run_directory_with_other_settings_is_refused_naming_the_field(tmp_pat
     other = common.Sweep(preset="cpu_tiny", variants=("skill1",), seeds=(0,), workdir_root=str(tmp_path),
                          overrides=("train.steps=9",))
     (workdir / "config.json").write_text(other.config("skill1", 0).to_json())
-    with pytest.raises(common.UsageError, match=r"train\.steps: 9 → 6"):
+    with pytest.raises(common.UsageError, match=r"train\.steps: 9 → 4"):
         common.collect(sweep)
 
 

@@ -1,0 +1,121 @@
+"""Exact resume: 4 steps straight equal 2 steps + a crash mid-step-3 + resume to 4 (params, optimizer state, library,
+reference trajectories, task order and metrics, bit-identical on CPU); a corrupt newest checkpoint is skipped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from skill1_jax import config as C
+from skill1_jax.train import run as run_mod
+from skill1_jax.train.checkpoint import Checkpointer
+from skill1_jax.train.policy import ScriptedPolicy
+from skill1_jax.train.trainer import TaskSampler
+
+from train_helpers import TEST_MODEL, ConstantEncoder, HouseholdScript, expert_actions
+
+
+def resume_config() -> C.ExperimentConfig:
+    base = C.cpu_tiny()
+    return base.replace(
+        model=TEST_MODEL,
+        env=dataclasses.replace(base.env, options=(("num_eval", 4), ("num_train", 30), ("preset", "easy")),
+                                max_turns=4),
+        generation=dataclasses.replace(base.generation, max_query_tokens=48, max_rank_tokens=16,
+                                       max_action_tokens=48, max_distill_tokens=256),
+        rl=base.rl.replace(micro_batch_size=4, mini_batch_size=16),
+        train=dataclasses.replace(base.train, steps=4, tasks_per_step=2, group_size=2, eval_every=2, eval_tasks=2,
+                                  eval_before_train=False, checkpoint_every=1, keep_checkpoints=3))
+
+
+@pytest.fixture(scope="module")
+def script(demo_tokenizer):
+    cfg = resume_config()
+    from skill1_jax.envs import base
+
+    env = base.make_env("household", **cfg.env.kwargs)
+    tasks = env.tasks("train")
+    order = TaskSampler(len(tasks), cfg.train.seed)
+    walk = {}
+    for i in order.take(cfg.train.steps * cfg.train.tasks_per_step):
+        walk[tasks[i].task_id] = expert_actions("household", cfg.env.kwargs, tasks[i])
+    for t in env.tasks("eval")[:cfg.train.eval_tasks]:
+        walk[t.task_id] = expert_actions("household", cfg.env.kwargs, t)
+    return walk
+
+
+def run(cfg, workdir, tokenizer_dir, walk, tokenizer, resume=False, max_steps=None):
+    policy = ScriptedPolicy(HouseholdScript(walk, experts={0, 3, 5}), tokenizer, cfg.generation)
+    opts = run_mod.RunOptions(workdir=str(workdir), tokenizer_dir=tokenizer_dir, resume=resume, progress=False)
+    return run_mod.train(cfg, opts, encoder=ConstantEncoder(), policy=policy, max_steps=max_steps)
+
+
+def metrics_rows(workdir):
+    rows = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("seconds/")} for r in rows]
+
+
+def assert_same_tree(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_crash_and_resume_equals_uninterrupted_run(tmp_path, demo_policy_dir, demo_tokenizer, script, monkeypatch):
+    cfg = resume_config()
+    straight = run(cfg, tmp_path / "straight", demo_policy_dir, script, demo_tokenizer)
+    assert straight["step"] == 4
+
+    # Crash: step 3 runs and writes its metrics, then the process dies before its checkpoint is written.
+    real_save = Checkpointer.save
+
+    def crashing_save(self, trainer):
+        if trainer.step == 3:
+            raise KeyboardInterrupt("killed")
+        real_save(self, trainer)
+
+    monkeypatch.setattr(Checkpointer, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "resumed", demo_policy_dir, script, demo_tokenizer)
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    with pytest.raises(run_mod.UsageError, match="--resume"):  # the workdir holds a run: never overwritten
+        run(cfg, tmp_path / "resumed", demo_policy_dir, script, demo_tokenizer)
+    resumed = run(cfg, tmp_path / "resumed", demo_policy_dir, script, demo_tokenizer, resume=True)
+    assert resumed["step"] == 4
+
+    a, b = straight["trainer"], resumed["trainer"]
+    assert_same_tree(a.learner.state.params, b.learner.state.params)
+    assert_same_tree(a.learner.state.opt_state, b.learner.state.opt_state)
+    assert int(a.learner.state.step) == int(b.learner.state.step) > 0  # optimizer updates applied
+    assert a.library.records() == b.library.records() and len(a.library) > 0
+    np.testing.assert_array_equal(a.library.embeddings, b.library.embeddings)
+    assert a.references.to_json() == b.references.to_json()
+    assert a.tasks.position == b.tasks.position and a.tasks.take(4) == b.tasks.take(4)
+    assert metrics_rows(tmp_path / "straight") == metrics_rows(tmp_path / "resumed")
+    steps = [r["step"] for r in metrics_rows(tmp_path / "resumed") if "reward/success" in r]
+    assert steps == [1, 2, 3, 4], "no step lost or repeated in the metrics"
+
+
+def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, demo_policy_dir, demo_tokenizer, script,
+                                                            caplog):
+    cfg = resume_config()
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, steps=2))
+    run(cfg, tmp_path / "w", demo_policy_dir, script, demo_tokenizer)
+    ckpt = tmp_path / "w" / "checkpoints"
+    assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [1, 2]
+    for f in (ckpt / "2").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0garbage")  # every file of step 2 damaged
+    longer = cfg.replace(train=dataclasses.replace(cfg.train, steps=3))
+    (tmp_path / "w" / "config.json").write_text(longer.to_json())  # a deliberate extension of the run
+    with caplog.at_level(logging.WARNING):
+        out = run(longer, tmp_path / "w", demo_policy_dir, script, demo_tokenizer, resume=True, max_steps=0)
+    assert out["step"] == 1
+    assert any("step 2" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)

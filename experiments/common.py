@@ -112,7 +112,8 @@ class Sweep:
       env: environment; None = the preset's (household for cpu_tiny, ALFWorld otherwise).
       variants: rows (``config.VARIANTS`` names).
       seeds: one run per seed and variant.
-      workdir_root: the sweep's runs go to ``<workdir_root>/<preset>-<env>/<variant>/seed<seed>``.
+      workdir_root: the sweep's runs go to ``<workdir_root>/<preset>-<env>[-warm]/<variant>/seed<seed>``; the
+        model directory is not recorded in a run's config, so use one root per initial policy.
       overrides: ``section.field=value`` applied after the preset (and after ``CPU_TINY_SWEEP`` for cpu_tiny).
       model_dir, tokenizer_dir: initial policy (``run.RunOptions``); for cpu_tiny with neither, the tiny policy is
         built once under ``<workdir_root>/policy/``.
@@ -159,7 +160,8 @@ class Sweep:
 
     @property
     def group_dir(self) -> pathlib.Path:
-        return pathlib.Path(self.workdir_root) / f"{self.preset}-{self.env_name}"
+        # The initial policy is not part of the recorded config: warm-started runs get their own folder.
+        return pathlib.Path(self.workdir_root) / f"{self.preset}-{self.env_name}{'-warm' if self.warm_start else ''}"
 
     def run_dir(self, variant: str, seed: int) -> pathlib.Path:
         return self.group_dir / variant / f"seed{seed}"

@@ -6,7 +6,7 @@
         --model_dir=/ckpt/Qwen2.5-7B-Instruct --mesh=1,8,1
     python -m experiments.table3 --preset paper --variants=skill1,no_library,no_selection,no_distillation
 
-A run of S steps (cpu_tiny: 6) is read at steps round(k · S / 150) for k = 20, 60, 100, and the table says so.
+A run of S steps (cpu_tiny: 4) is read at steps round(k · S / 150) for k = 20, 60, 100, and the table says so.
 ``seconds/step`` is wall time of the training step (rollouts, update, library; evaluation excluded), so on CPU the
 first step also holds XLA compilation. Paper (8×H800): GRPO ≈ 290 s/step; Skill1 386.6 / 444.3 / 493.8 s/step
 (1.3–1.7× GRPO) with 915 / 3,899 / 5,000 skills.

@@ -4,6 +4,7 @@ directory with other settings is refused; ``launch.plot`` draws the Fig. 3–5 c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -69,6 +70,32 @@ def test_table2_trains_two_variants_with_run_train_and_prints_what_they_recorded
     monkeypatch.setattr(run, "train", no_training)
     again = common.collect(sweep, encoder=ConstantEncoder())
     assert {v: [r.final for r in rs] for v, rs in again.items()} == {v: [r.final for r in rs] for v, rs in runs.items()}
+
+
+def test_unfinished_runs_are_resumed_from_checkpoints_or_trained_and_preemption_stops_the_sweep(tmp_path,
+                                                                                                 monkeypatch):
+    from skill1_jax.train import run
+
+    sweep = common.Sweep(preset="cpu_tiny", variants=("no_library",), seeds=(0, 1), workdir_root=str(tmp_path),
+                         tokenizer_dir=str(tmp_path))
+    (sweep.run_dir("no_library", 0) / "checkpoints" / "2").mkdir(parents=True)  # a preempted run
+    calls = []
+
+    def fake_train(cfg, opts, **kwargs):
+        calls.append((cfg.train.seed, opts.resume))
+        result = {"env": "household", "success": 50.0, "score": 50.0, "per_type": {}, "num_tasks": 6}
+        workdir = pathlib.Path(opts.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "results.json").write_text(json.dumps(result))
+        return {"preempted": cfg.train.seed == 2}
+
+    monkeypatch.setattr(run, "train", fake_train)
+    runs = common.collect(sweep)
+    assert calls == [(0, True), (1, False)]
+    assert [r.final.success for r in runs["no_library"]] == [50.0, 50.0]
+    with pytest.raises(common.Preempted):
+        common.collect(dataclasses.replace(sweep, seeds=(2, 3)))
+    assert calls[2:] == [(2, False)]  # seed 3 is not started after a SIGTERM
 
 
 def fake_run(sweep: common.Sweep, variant: str, seed: int, per_type: dict[str, float], seconds: dict[int, float],

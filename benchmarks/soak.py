@@ -140,8 +140,17 @@ def committed_steps(workdir: pathlib.Path) -> list[int]:
 
 
 def tmp_folders(workdir: pathlib.Path) -> list[str]:
-    d = workdir / "checkpoints"
-    return sorted(p.name for p in d.iterdir() if TMP_MARK in p.name) if d.is_dir() else []
+    """Orbax's temporary step folders as ``name@inode.ctime``: a new save re-creates a folder left by a killed save of
+    the same step under the same name."""
+    d, out = workdir / "checkpoints", []
+    for p in d.iterdir() if d.is_dir() else ():
+        if TMP_MARK in p.name:
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # committed (renamed) meanwhile
+                continue
+            out.append(f"{p.name}@{st.st_ino}.{st.st_ctime_ns}")
+    return sorted(out)
 
 
 def train_steps(workdir: pathlib.Path) -> list[int]:
@@ -293,7 +302,7 @@ def describe_moment(workdir: pathlib.Path, log: pathlib.Path, new_tmp: list[str]
     text = log.read_text(errors="replace")
     newest = committed[-1] if committed else 0
     if new_tmp:
-        return f"Orbax save in progress ({new_tmp[-1]})"
+        return f"Orbax save in progress ({new_tmp[-1].split('@')[0]})"
     if resumed and "restored step" not in text:
         return f"start-up of a resumed run, before the restore of step {newest} finished"
     if not resumed and "eval at step" not in text:

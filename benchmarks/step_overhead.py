@@ -29,6 +29,7 @@ from common import machine_info, write_result  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from skill1_jax import config as C  # noqa: E402
+from skill1_jax.model.config import ModelConfig  # noqa: E402
 from skill1_jax.model.qwen2 import Qwen2  # noqa: E402
 from skill1_jax.model.tokenizer import load_tokenizer  # noqa: E402
 from skill1_jax.skills import SentenceEncoder, SkillDraft  # noqa: E402
@@ -38,8 +39,10 @@ from skill1_jax.train.trainer import Trainer  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "step_overhead.json")
 ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-ARGS.add_argument("--steps", type=int, default=3, help="timed steps per variant")
-ARGS.add_argument("--warmup", type=int, default=2, help="untimed steps per variant (compilation)")
+ARGS.add_argument("--steps", type=int, default=2, help="timed steps per variant")
+ARGS.add_argument("--warmup", type=int, default=1, help="untimed steps per variant (compilation)")
+ARGS.add_argument("--tasks", type=int, default=2, help="N tasks per step")
+ARGS.add_argument("--group", type=int, default=4, help="G rollouts per task")
 ARGS.add_argument("--library-size", type=int, default=1000, help="skills in Skill1's library at the start")
 ARGS.add_argument("--out", default=OUT)
 
@@ -57,7 +60,10 @@ def seeded_library(trainer, encoder, n):
 def main():
     args = ARGS.parse_args()
     base = C.cpu_tiny()
-    cfg = base.replace(train=dataclasses.replace(base.train, tasks_per_step=4, group_size=4))
+    # The demo tokenizer with a smaller body than the demo policy: the ratio, not the absolute time, is the result.
+    model = ModelConfig.from_preset("demo", hidden_size=128, num_layers=2, intermediate_size=384)
+    cfg = base.replace(model=model, env=dataclasses.replace(base.env, max_turns=6),
+                       train=dataclasses.replace(base.train, tasks_per_step=args.tasks, group_size=args.group))
     policy_dir = build_tiny_policy(os.path.join(tempfile.mkdtemp(), "policy"))
     tokenizer = load_tokenizer(policy_dir)
     encoder = SentenceEncoder()
@@ -101,7 +107,7 @@ def main():
     generation = {v: sum(p.get(s, 0.0) for s in ("query", "rank", "action", "distill")) for v, p in per_variant.items()}
     result = {
         "machine": machine_info(),
-        "config": {"variant_pair": ["skill1", "no_library"], "tasks_per_step": 4, "group_size": 4,
+        "config": {"variant_pair": ["skill1", "no_library"], "tasks_per_step": args.tasks, "group_size": args.group,
                    "max_turns": cfg.env.max_turns, "library_size_at_start": args.library_size,
                    "model": dataclasses.asdict(cfg.model), "generation": dataclasses.asdict(cfg.generation),
                    "timed_steps": args.steps, "warmup_steps": args.warmup},

@@ -26,11 +26,11 @@ def resume_config() -> C.ExperimentConfig:
     return base.replace(
         model=TEST_MODEL,
         env=dataclasses.replace(base.env, options=(("num_eval", 4), ("num_train", 30), ("preset", "easy")),
-                                max_turns=4),
+                                max_turns=5),
         generation=dataclasses.replace(base.generation, max_query_tokens=48, max_rank_tokens=16,
                                        max_action_tokens=48, max_distill_tokens=256),
         rl=base.rl.replace(micro_batch_size=4, mini_batch_size=16),
-        train=dataclasses.replace(base.train, steps=4, tasks_per_step=2, group_size=2, eval_every=2, eval_tasks=2,
+        train=dataclasses.replace(base.train, steps=4, tasks_per_step=1, group_size=2, eval_every=0, eval_tasks=1,
                                   eval_before_train=False, checkpoint_every=1, keep_checkpoints=3))
 
 
@@ -51,7 +51,7 @@ def script(demo_tokenizer):
 
 
 def run(cfg, workdir, tokenizer_dir, walk, tokenizer, resume=False, max_steps=None):
-    policy = ScriptedPolicy(HouseholdScript(walk, experts={0, 3, 5}), tokenizer, cfg.generation)
+    policy = ScriptedPolicy(HouseholdScript(walk, experts={0}), tokenizer, cfg.generation)
     opts = run_mod.RunOptions(workdir=str(workdir), tokenizer_dir=tokenizer_dir, resume=resume, progress=False)
     return run_mod.train(cfg, opts, encoder=ConstantEncoder(), policy=policy, max_steps=max_steps)
 

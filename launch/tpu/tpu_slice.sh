@@ -10,6 +10,7 @@
 # After a Spot preemption the slice is gone: `create`, `setup`, `train` again; train_worker.sh then resumes from
 # the newest committed checkpoint in $WORKDIR.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 
 # ---- what to rent (edit, or set in the environment) ----
 PROJECT=${PROJECT:?set PROJECT (Google Cloud project id)}
@@ -61,7 +62,7 @@ case "${1:-}" in
       .venv/bin/python -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.devices()[0].device_kind)'" ;;
   train)
     # Every worker runs the same command; on a multi-host slice jax.distributed finds the coordinator itself.
-    distributed=0; [[ "$ACCELERATOR" == v5p-8 || "$ACCELERATOR" == v5litepod-8 ]] || distributed=1
+    case "$ACCELERATOR" in v5p-8|v5litepod-1|v5litepod-4|v5litepod-8) distributed=0 ;; *) distributed=1 ;; esac
     ssh_all "cd ~/skill1_jax && SKILL1_JAX_DISTRIBUTED=$distributed WORKDIR=$WORKDIR MODEL_DIR=$MODEL_DIR \
       ENV_NAME=$ENV_NAME ALFWORLD_DATA=$ALFWORLD_DATA WEBSHOP_DATA=$WEBSHOP_DATA MESH=$MESH \
       nohup bash launch/tpu/train_worker.sh > ~/train_\$(hostname).log 2>&1 &" ;;

@@ -1,8 +1,9 @@
 """Fault soak: kill -9 a ``cpu_tiny`` training run at random moments (some mid-save), resume it each time, and compare
 the result with an uninterrupted run of the same seed.
 
-Run from the repo root:  .venv/bin/python benchmarks/soak.py   (writes benchmarks/results/soak.json; ~40 min on a
-busy 2-core machine)
+Run from the repo root:  .venv/bin/python benchmarks/soak.py   (writes benchmarks/results/soak.json; about 50 min on a
+busy 2-core machine: 12 min uninterrupted run, 39 min soak; ``--policy model --out
+benchmarks/results/soak_launch_train.json`` for the plain command line)
 
 1. ``straight``: one uninterrupted training process to ``--steps`` (it also fills the persistent XLA compilation
    cache that every later process reads, and measures start-up and step times to place the random kills).
@@ -456,7 +457,7 @@ def summarize(processes: list[dict], comparison: dict) -> dict:
     return {
         "kills": len(kills),
         "kills_mid_save": sum("Orbax save" in p["interrupted"] for p in kills),
-        "kills_before_first_checkpoint": sum(not p["resume"] for p in kills),
+        "kills_of_fresh_starts": sum(not p["resume"] for p in kills),
         "steps_lost": len(m["missing"]), "steps_repeated": len(m["repeated"]) + len(m["extra"]),
         "eval_rows_lost_or_repeated": len(comparison["eval_jsonl"]["missing"]) + len(comparison["eval_jsonl"]["repeated"])
         + len(comparison["metrics_eval_rows"]["missing"]) + len(comparison["metrics_eval_rows"]["repeated"]),

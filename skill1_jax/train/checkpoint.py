@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -122,6 +123,8 @@ class Checkpointer:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                                 _device_tree(trainer.learner.state))
         s, device, host = self._newest_valid(abstract, step)
+        if step is None:
+            self._set_aside_newer_than(s)
         state = trainer.learner.state
         trainer.learner.state = TrainState(params=device["params"], opt_state=device["opt_state"],
                                            step=device["step"], rng=jax.random.wrap_key_data(device["rng"],
@@ -133,6 +136,17 @@ class Checkpointer:
         trainer._sync_policy()
         log.info("restored step %d from %s", s, self.directory)
         return s
+
+    def _set_aside_newer_than(self, step: int) -> None:
+        """Renames the unreadable steps newer than the restored one to ``<step>.unreadable-<time>``: the resumed run
+        saves those steps again (Orbax refuses to overwrite a step) and the files stay for inspection."""
+        newer = [s for s in self.steps() if s > step]
+        for s in newer:
+            aside = self.directory / f"{s}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+            (self.directory / str(s)).rename(aside)
+            log.warning("moved unreadable checkpoint step %d aside to %s", s, aside)
+        if newer:
+            self.manager.reload()
 
     def restore_for_eval(self, abstract_params: Any, library_config: Any, step: int | None = None):
         """Params and library only (no optimizer state is read): returns (step, params, library)."""

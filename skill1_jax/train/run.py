@@ -196,8 +196,11 @@ def train(cfg: ExperimentConfig, opts: RunOptions, *, encoder: Any = None, polic
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints)
     if opts.resume:
         ckpt.restore(trainer)
-        _truncate_jsonl(workdir / "eval.jsonl", keep_through=trainer.step)
-    writer = MetricsWriter(workdir, resume_step=trainer.step + 1)
+    # Drop the rows this process writes again: those after the restored step, or all of them on a fresh start (a
+    # run killed before its first checkpoint starts fresh and evaluates step 0 again).
+    first_new = trainer.step + 1 if opts.resume else 0
+    _truncate_jsonl(workdir / "eval.jsonl", keep_through=first_new - 1)
+    writer = MetricsWriter(workdir, resume_step=first_new)
     trainer.writer = writer
     evals: list[EvalResult] = []
     t = cfg.train

@@ -82,9 +82,10 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, ...] | None]] = {
     "w/o distillation step": {"s/step": (508.8, 750.1, 738.4), "library": (2212, 5000, 5000)},
 }
 
-# cpu_tiny sized for a table: 7 variants of `python -m experiments.table2 --preset cpu_tiny` in ~20–30 minutes on
-# 2 idle cores. The preset's own 20 steps × 4 tasks × G = 4 × 8 turns cost ~6 CPU-minutes per step (the update
-# dominates), so a sweep run plays 4 steps × 2 tasks × G = 2 × 5 turns and is evaluated once, on one task per type.
+# cpu_tiny sized for a table. The preset's own 20 steps × 4 tasks × G = 4 × 8 turns cost ~6 CPU-minutes per step
+# (the update dominates), so a sweep run plays 4 steps × 2 tasks × G = 2 × 5 turns and is evaluated once, on one
+# task per type: the 7 variants of `python -m experiments.table2 --preset cpu_tiny` took 15 minutes (23
+# CPU-minutes) on the 2-core machine.
 CPU_TINY_SWEEP = ("train.steps=4", "train.tasks_per_step=2", "train.group_size=2", "env.max_turns=5",
                   "train.eval_every=0", "train.eval_tasks=6", "train.eval_before_train=false",
                   "train.checkpoint_every=2")

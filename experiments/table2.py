@@ -1,7 +1,7 @@
 """Paper Table 2 (ablations, ALFWorld success %): every variant of ``config.VARIANTS`` with the same base model and
 training budget, mean ± std over seeds, Δ = the variant's average minus Skill1's, beside the paper's grid.
 
-    python -m experiments.table2 --preset cpu_tiny                          # 7 household runs, CPU, ~20–30 min
+    python -m experiments.table2 --preset cpu_tiny                          # 7 household runs, CPU, ~15 min
     python -m experiments.table2 --preset paper --env alfworld \\
         --model_dir=/ckpt/Qwen2.5-7B-Instruct --mesh=1,8,1                  # 7 variants × 3 seeds × 150 steps
     python -m experiments.table2 --preset paper --read_only                 # print what has finished

@@ -2,7 +2,9 @@
 
 ``MetricsWriter(workdir)`` appends to ``workdir/metrics.jsonl`` (append-only, so a resumed run continues the same
 file; rows at or after the resume step are dropped first so curves never double back), mirrors scalars to
-TensorBoard under ``workdir/tb``, and ``plot()`` draws ``workdir/metrics.png``.
+TensorBoard under ``workdir/tb``, and ``plot()`` draws ``workdir/metrics.png``. TensorBoard event files are
+append-only, so a resumed writer opens a new one that starts with a ``SessionLog.START`` event at the resume step
+(tensorboardX's ``purge_step``): TensorBoard then hides the older files' events at or after that step.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter  # deferred: only jobs that log pay the import
 
-            self._tb = SummaryWriter(str(self.dir / "tb"))
+            self._tb = SummaryWriter(str(self.dir / "tb"), purge_step=resume_step)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         row = {"step": int(step)}

@@ -47,33 +47,46 @@ def test_bucket_ladder():
                                                                                   1024, 1536]
 
 
-def test_mini_batches_cover_every_row_once_in_a_seeded_order():
+def test_mini_batches_cover_every_trainable_row_once_in_length_grouped_micro_batches():
     rng = np.random.default_rng(0)
     rows = random_rows(rng, 70)
+    trainable = [r for r in rows if not r.truncated]
     batches = mini_batches(rows, mini_batch_size=32, row_unit=8, length_bucket=128, seed=5)
-    assert [b.num_rows for b in batches] == [32, 32, 8]
-    got = sorted(tuple(b.tokens[i][b.attention_mask[i]]) for b in batches for i in range(b.num_rows)
-                 if b.attention_mask[i].any())
-    assert got == sorted(tuple(np.concatenate([r.prompt_ids, r.response_ids])) for r in rows)
+    sizes = [sum(b.attention_mask.any(axis=1).sum() for b in micro) for micro in batches]
+    assert sizes[:-1] == [32] * (len(sizes) - 1) and sum(sizes) == len(trainable)
+    got = []
+    for micro in batches:
+        assert all(b.num_rows == 8 for b in micro)
+        real = [b.attention_mask.sum(axis=1) for b in micro]
+        for b, lengths in zip(micro, real):
+            assert b.seq_len == bucket(int(lengths.max()), 128)  # each micro-batch padded only to its own rows
+        flat = np.concatenate(real)
+        flat = flat[flat > 0]
+        assert np.all(np.diff(flat) >= 0)  # sorted by length inside the mini-batch
+        got += [tuple(b.tokens[i][b.attention_mask[i]]) for b in micro for i in range(8) if b.attention_mask[i].any()]
+    assert sorted(got) == sorted(tuple(np.concatenate([r.prompt_ids, r.response_ids])) for r in trainable)
     again = mini_batches(rows, mini_batch_size=32, row_unit=8, length_bucket=128, seed=5)
-    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(batches, again))
-    assert row_stats(rows)["rows/truncated"] == sum(r.truncated for r in rows)
+    assert all(np.array_equal(a.tokens, b.tokens) for x, y in zip(batches, again) for a, b in zip(x, y))
+    other = mini_batches(rows, mini_batch_size=32, row_unit=8, length_bucket=128, seed=6)
+    assert any(not np.array_equal(a.tokens, b.tokens) for a, b in zip(batches[0], other[0]))
+    assert row_stats(rows)["rows/truncated"] == len(rows) - len(trainable) > 0
 
 
 def test_five_ragged_steps_compile_a_bounded_number_of_update_programs():
     rng = np.random.default_rng(1)
 
     @jax.jit
-    def update(tokens, loss_mask, old_logp):  # stands in for the train step: one program per input shape
+    def update(tokens, loss_mask, old_logp):  # stands in for the gradient call: one program per input shape
         return jnp.sum(jnp.where(loss_mask > 0, old_logp, 0.0)) + jnp.sum(tokens) * 0
 
     shapes = set()
     for step in range(5):
         rows = random_rows(rng, int(rng.integers(20, 90)))
-        for b in mini_batches(rows, mini_batch_size=64, row_unit=8, length_bucket=128, seed=step):
-            shapes.add(b.tokens.shape)
-            update(b.tokens, b.loss_mask, b.old_logp)
-    # Rows: 8·{1, 1.5→2, 2, 3, 4, 6, 8} ≤ 64; lengths: prompts < 900 + replies < 120 → ≤ 1024 = 128·8.
-    assert update._cache_size() == len(shapes) <= 7 * 5
-    lengths = {s[1] for s in shapes}
-    assert lengths <= {128, 192, 256, 384, 512, 768, 1024}
+        for micro in mini_batches(rows, mini_batch_size=64, row_unit=8, length_bucket=128, seed=step):
+            for b in micro:
+                shapes.add(b.tokens.shape)
+                update(b.tokens, b.loss_mask, b.old_logp)
+    # Rows: always 8; lengths: prompts < 900 + replies < 120 → ≤ 1024 = 128·8 on the ladder.
+    assert update._cache_size() == len(shapes) <= 7
+    assert {s[0] for s in shapes} == {8}
+    assert {s[1] for s in shapes} <= {128, 192, 256, 384, 512, 768, 1024}

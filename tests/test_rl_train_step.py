@@ -108,3 +108,62 @@ def test_bf16_compute_reference_logprobs_track_float32_with_float32_masters(tiny
     diff = np.abs(np.asarray(lp32) - np.asarray(lp16))[:, 1:][mask]
     # Same weights (same init seed); bf16 activations cost ~3 significant digits on log-probs around -6.
     assert 0 < diff.max() < 0.1
+
+
+def _ragged_rows(seed, n):
+    """Rows of very different lengths (a re-rank or distill prompt is several times an action's)."""
+    from skill1_jax.rl.batch import Segment
+    from skill1_jax.rl.rows import Row
+    rng = np.random.default_rng(seed)
+    kinds = [Segment.QUERY, Segment.RANK, Segment.ACTION, Segment.DISTILL]
+    rows = []
+    for i in range(n):
+        p, r = int(rng.integers(2, 40)), int(rng.integers(1, 9))
+        rows.append(Row(prompt_ids=rng.integers(3, VOCAB, p), response_ids=rng.integers(3, VOCAB, r),
+                        logprobs=-rng.uniform(0.1, 3.0, r).astype(np.float32), kind=kinds[i % 4],
+                        advantage=float(rng.normal()), group=i // 4))
+    return rows
+
+
+def test_ragged_update_over_length_grouped_micro_batches_equals_one_padded_mini_batch(tiny):
+    from skill1_jax.rl.rows import mini_batches, pack_rows
+    from skill1_jax.rl.train_step import make_ragged_update
+    graphdef, params = tiny
+    steps = [_ragged_rows(s, ROWS) for s in (1, 2)]
+    padded_step = make_train_step(graphdef, CFG, init_train_state(params, CFG))
+    ragged_update = make_ragged_update(graphdef, CFG, init_train_state(params, CFG))
+    padded, ragged = init_train_state(_copy(params), CFG), init_train_state(_copy(params), CFG)
+    for rows in steps:
+        [micro] = mini_batches(rows, mini_batch_size=ROWS, row_unit=4, length_bucket=8, seed=0)
+        assert len(micro) == 4 and len({b.seq_len for b in micro}) > 1  # really ragged
+        padded, mp = padded_step(padded, jax.device_put(pack_rows(rows, ROWS, 48)))
+        ragged, mr = ragged_update(ragged, [jax.device_put(b) for b in micro])
+    for k in ("loss", "loss/util", "loss/rerank", "loss/distill", "grad/norm", "tokens/util", "tokens/distill"):
+        assert float(mr[k]) == pytest.approx(float(mp[k]), rel=1e-5, abs=1e-7), k
+    for a, b in zip(jax.tree.leaves(ragged.params), jax.tree.leaves(padded.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(ragged.opt_state), jax.tree.leaves(padded.opt_state)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert int(ragged.step) == 2
+
+
+def test_sharded_ragged_update_equals_single_device_ragged_update(tiny):
+    from skill1_jax.parallel.sharding import make_mesh
+    from skill1_jax.rl.batch import batch_shardings
+    from skill1_jax.rl.rows import mini_batches
+    from skill1_jax.rl.train_step import make_ragged_update, train_state_shardings
+    graphdef, params = tiny
+    rows = _ragged_rows(3, ROWS)
+    cfg = CFG.replace(micro_batch_size=2)
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)  # batch split over data × fsdp = 4 devices: 8-row micro-batches
+    [micro] = mini_batches(rows, mini_batch_size=ROWS, row_unit=8, length_bucket=8, seed=0)
+    single = make_ragged_update(graphdef, cfg.replace(micro_batch_size=8), init_train_state(params, cfg))(
+        init_train_state(_copy(params), cfg), [jax.device_put(b) for b in micro])
+    state = init_train_state(_copy(params), cfg)
+    state = jax.device_put(state, train_state_shardings(state, mesh))
+    sharded, metrics = make_ragged_update(graphdef, cfg, state, mesh)(
+        state, [jax.device_put(b, batch_shardings(mesh)) for b in micro])
+    assert any("fsdp" in str(p.sharding.spec) for p in jax.tree.leaves(sharded.params))  # stays FSDP-sharded
+    assert float(metrics["loss"]) == pytest.approx(float(single[1]["loss"]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(jax.device_get(sharded.params)), jax.tree.leaves(single[0].params)):
+        np.testing.assert_allclose(a, b, atol=1e-5)  # as tests/test_parallel_steps.py: reduction order differs

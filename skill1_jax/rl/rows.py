@@ -4,16 +4,19 @@ Arrays only (no strings): the rollout collector hands over, per generated segmen
 sampler was prompted with and produced, so the learner never trains on a re-tokenization of decoded text.
 
 Policies, each in one place:
-  * **Truncated segments** (the reply hit its ``max_new_tokens`` before a stop string or EOS) are kept in the batch
-    for the KL/metrics bookkeeping but carry no loss (``loss_mask`` 0): a cut reply is not a finished action,
-    ranking or lesson, and reinforcing its prefix would teach the policy to ramble into the limit. Their number is
-    reported (``rows/truncated``).
+  * **Truncated segments** (the reply hit its ``max_new_tokens`` before a stop string or EOS) carry no loss
+    (``pack_rows`` gives them ``loss_mask`` 0): a cut reply is not a finished action, ranking or lesson, and
+    reinforcing its prefix would teach the policy to ramble into the limit. Having no loss token, they add nothing
+    to any term or normaliser, so ``mini_batches`` leaves them out of the update rather than paying a forward and
+    backward pass for zeros. Their number is reported (``rows/truncated``).
   * **Mini-batches** (spec §4: 256 samples): rows are shuffled with the step's seed and split into
     ``mini_batch_size`` chunks, one optimizer update each (one PPO epoch).
-  * **Shapes**: a chunk's row count is padded with all-padding rows to a multiple of ``unit`` (micro-batch ×
-    data-parallel devices) on the ladder unit × (1, 1.5, 2, 3, 4, …), capped at the mini-batch, and its length to
-    ``length_bucket`` × the same ladder, so a run compiles at most (#row buckets × #length buckets) update
-    programs, however ragged the replies are.
+  * **Micro-batches grouped by length**: inside a mini-batch the rows are sorted by length and cut into
+    micro-batches of ``row_unit`` rows (micro-batch × data-parallel devices; the last one topped up with
+    all-padding rows), each padded only to its own length on the ladder ``length_bucket`` × (1, 1.5, 2, 3, 4, …).
+    The gradient of a mini-batch does not depend on how its rows are grouped (``rl.train_step``: every micro-batch
+    is normalised by the mini-batch's counts), but the cost does: a long re-rank or distill prompt no longer pads
+    every action row to its length. A run compiles at most one update program per length bucket.
 """
 
 from __future__ import annotations
@@ -96,26 +99,27 @@ def pack_rows(rows: Sequence[Row], num_rows: int, seq_len: int) -> TrainBatch:
 
 
 def mini_batches(rows: Sequence[Row], *, mini_batch_size: int, row_unit: int, length_bucket: int,
-                 seed: int) -> list[TrainBatch]:
-    """Shuffles ``rows`` (seeded), splits them into mini-batches and pads each to bucketed shapes.
+                 seed: int) -> list[list[TrainBatch]]:
+    """Shuffles the trainable ``rows`` (seeded), splits them into mini-batches of length-grouped micro-batches.
 
     Args:
-      rows: the step's segments.
+      rows: the step's segments (truncated ones are left out: they carry no loss, see module docstring).
       mini_batch_size: rows per optimizer update (rounded up to a multiple of ``row_unit``).
-      row_unit: micro-batch rows × data-parallel devices; every batch's row count is a multiple of it.
+      row_unit: micro-batch rows × data-parallel devices: the row count of every micro-batch.
       length_bucket: base of the token-length ladder.
       seed: shuffle seed (the run seed folded with the step: resumes replay it exactly).
+
+    Returns:
+      One list of ``TrainBatch`` micro-batches per optimizer update, shortest first.
     """
-    if not rows:
-        return []
+    rows = [r for r in rows if not r.truncated]
     per_update = -(-mini_batch_size // row_unit) * row_unit
     order = np.random.default_rng(seed).permutation(len(rows))
     out = []
     for start in range(0, len(rows), per_update):
-        chunk = [rows[i] for i in order[start:start + per_update]]
-        num_rows = min(-(-bucket(len(chunk), row_unit) // row_unit) * row_unit, per_update)
-        seq_len = bucket(max(r.length for r in chunk), length_bucket)
-        out.append(pack_rows(chunk, num_rows, seq_len))
+        chunk = sorted((rows[i] for i in order[start:start + per_update]), key=lambda r: r.length)  # stable
+        parts = [chunk[m:m + row_unit] for m in range(0, len(chunk), row_unit)]
+        out.append([pack_rows(part, row_unit, bucket(part[-1].length, length_bucket)) for part in parts])
     return out
 
 

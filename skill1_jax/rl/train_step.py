@@ -1,10 +1,17 @@
 """The jitted Skill1 policy update: optax AdamW, gradient accumulation over micro-batches, non-finite skip.
 
-``make_train_step`` returns one jitted ``step(state, batch) -> (state, metrics)``. One call is one optimizer update
-on one mini-batch: the rows are split into micro-batches (``micro_batch_size`` rows per device), gradients are
-summed over them inside a ``lax.scan`` (each micro-batch loss is normalised by the *mini-batch* token counts, so
-the sum is exactly the full-batch gradient), clipped to global norm ``max_grad_norm`` and applied with AdamW. Params
-are float32 masters; the forward computes in ``ModelConfig.compute_dtype`` (the model casts each weight on use).
+Two drivers of the same loss, accumulation and AdamW update:
+  * ``make_train_step`` returns one jitted ``step(state, batch) -> (state, metrics)``: one optimizer update on one
+    mini-batch of a single shape, split into micro-batches (``micro_batch_size`` rows per device) whose gradients
+    are summed inside a ``lax.scan``;
+  * ``make_ragged_update`` returns ``update(state, micro_batches) -> (state, metrics)``: one optimizer update over
+    micro-batches of *different* lengths (``rl.rows.mini_batches`` groups a mini-batch's rows by length), one
+    jitted gradient call per micro-batch, summed in place. RL rows are ragged — a re-rank or distill prompt is
+    several times an action's — and padding every micro-batch to the longest row of the mini-batch multiplies the
+    update's cost; the trainer uses this driver.
+In both, each micro-batch loss is normalised by the *mini-batch* token counts, so the sum is exactly the
+full-batch gradient; it is clipped to global norm ``max_grad_norm`` and applied with AdamW. Params are float32
+masters; the forward computes in ``ModelConfig.compute_dtype`` (the model casts each weight on use).
 
 With a mesh, state and batch shardings come from the logical-axis rule table (``skill1_jax.parallel.sharding``):
 FSDP shards params, gradients and both Adam moments; the batch is split over the ``batch`` axes. The state is
@@ -17,8 +24,9 @@ If the loss or the gradient norm is not finite, params and optimizer state are r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +177,70 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState, me
 
     return jax.jit(sharded_step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
                    donate_argnums=(0,))
+
+
+def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState, mesh: Mesh | None = None,
+                       rules: Mapping[str, Any] = DEFAULT_RULES
+                       ) -> Callable[[TrainState, Sequence[TrainBatch]], tuple[TrainState, Metrics]]:
+    """``update(state, micro_batches) -> (state, metrics)``: one optimizer update over micro-batches of any lengths.
+
+    Every micro-batch holds ``micro_batch_size`` × (batch devices) rows. Programs compiled: one gradient program
+    per micro-batch shape (bounded by the length ladder of ``rl.rows``) and one AdamW apply. The state is donated.
+    Arguments as in ``make_train_step``.
+    """
+    loss_fn = make_loss_fn(graphdef, cfg)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    tx = make_optimizer(cfg)
+    ndev = _batch_devices(mesh, rules)
+    if mesh is None:
+        constrain_micro = constrain_grads = lambda x: x
+
+        def jit(fn, donate=(), out_shardings=None):
+            return jax.jit(fn, donate_argnums=donate)
+    else:
+        state_sh = train_state_shardings(state, mesh, rules)
+        batch_sh = batch_shardings(mesh, rules)
+        constrain_micro = lambda mb: jax.lax.with_sharding_constraint(mb, batch_sh)
+        constrain_grads = lambda g: jax.lax.with_sharding_constraint(g, state_sh.params)
+
+        def jit(fn, donate=(), out_shardings=None):
+            def in_mesh(*args):  # the model's constraints are read at trace time
+                with activation_sharding(mesh, rules):
+                    return fn(*args)
+            return jax.jit(in_mesh, donate_argnums=donate, out_shardings=out_shardings)
+
+    def first(params, micro, norm):
+        (_, metrics), grads = grad_fn(params, constrain_micro(micro), norm)
+        return constrain_grads(grads), metrics
+
+    def more(params, acc, micro, norm):
+        grads, metrics = first(params, micro, norm)
+        return constrain_grads(jax.tree.map(jnp.add, acc[0], grads)), jax.tree.map(jnp.add, acc[1], metrics)
+
+    def apply(state, acc, norm):
+        grads, metrics = acc
+        return apply_update(tx, state, grads, {**metrics, **count_metrics(norm)})
+
+    first_jit, more_jit = jit(first), jit(more, donate=(1,))
+    apply_jit = jit(apply, donate=(0,),
+                    out_shardings=None if mesh is None else (state_sh, NamedSharding(mesh, P())))
+    normalizers = jax.jit(loss_normalizers)
+
+    def update(state: TrainState, micro_batches: Sequence[TrainBatch]) -> tuple[TrainState, Metrics]:
+        if not micro_batches:
+            raise ValueError("an update needs at least one micro-batch")
+        for mb in micro_batches:
+            num_micro_batches(mb.num_rows, cfg, ndev)  # validates the row count
+            if mb.num_rows != micro_batches[0].num_rows:
+                raise ValueError(f"micro-batches differ in rows ({mb.num_rows} vs {micro_batches[0].num_rows})")
+        # Mini-batch denominators: token and row counts add over micro-batches.
+        norm = functools.reduce(lambda a, b: jax.tree.map(jnp.add, a, b), map(normalizers, micro_batches))
+        acc = first_jit(state.params, micro_batches[0], norm)
+        for mb in micro_batches[1:]:
+            acc = more_jit(state.params, acc, mb, norm)
+        return apply_jit(state, acc, norm)
+
+    return update
 
 
 def make_logprob_fn(graphdef: nnx.GraphDef, cfg: RLConfig, params: nnx.State, mesh: Mesh | None = None,

@@ -5,8 +5,9 @@ One ``Trainer.train_step()``:
   2. ``rollout.collect`` plays N × G rollouts through stages A–D;
   3. rewards (``rewards_and_advantages``): r ∈ {0, 1}; Â_util over each group (Eq. 8); Û = max pre-update U over
      the retrieved candidates, R_distill = r − Û normalised separately (Eq. 10); raw NDCG for rank rows (Eq. 9);
-  4. ``rl.rows`` turns every generated segment into a token-exact row and splits the rows into mini-batches; the
-     frozen initial policy scores them (reference log-probs) and each mini-batch is one optimizer update;
+  4. ``rl.rows`` turns every generated segment into a token-exact row and splits the rows into mini-batches of
+     length-grouped micro-batches; the frozen initial policy scores them (reference log-probs) and each
+     mini-batch is one optimizer update (``rl.train_step.make_ragged_update``);
   5. the library (``update_library``): Eq. 5 EMA for every retrieved candidate of every rollout, admission of the
      parsed distillations of successful rollouts (merge / retirement inside ``SkillLibrary.admit``), and the
      contrastive reference store; training rollouts only;
@@ -33,9 +34,9 @@ from skill1_jax.config import ExperimentConfig
 from skill1_jax.envs import base
 from skill1_jax.envs.pool import EnvPool, SerialPool
 from skill1_jax.rl import advantages as adv
-from skill1_jax.rl.batch import Segment, TrainBatch
+from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
 from skill1_jax.rl.rows import Row, mini_batches, row_stats
-from skill1_jax.rl.train_step import TrainState, init_train_state, make_logprob_fn, make_train_step
+from skill1_jax.rl.train_step import TrainState, init_train_state, make_logprob_fn, make_ragged_update
 from skill1_jax.skills import SkillDraft, SkillLibrary
 from skill1_jax.train.evaluate import EvalResult, eval_key, evaluate
 from skill1_jax.train.policy import ModelPolicy, Policy
@@ -113,7 +114,8 @@ class Learner:
         self.ref_params = jax.tree.map(jnp.copy, params)  # π_ref: the initial policy, frozen
         self.state: TrainState = init_train_state(params, self.rl, cfg.train.seed)
         self.mesh = mesh
-        self.train_step = make_train_step(graphdef, self.rl, self.state, mesh)
+        self.train_step = make_ragged_update(graphdef, self.rl, self.state, mesh)
+        self._batch_sharding = None if mesh is None else batch_shardings(mesh)
         self.ref_logprobs = make_logprob_fn(graphdef, self.rl, self.ref_params, mesh)
         data = 1 if mesh is None else int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
         self.row_unit = self.rl.micro_batch_size * data
@@ -122,18 +124,21 @@ class Learner:
     def params(self) -> Any:
         return self.state.params
 
-    def update(self, batches: Sequence[TrainBatch], seconds: dict[str, float]) -> dict[str, float]:
-        """Scores each mini-batch with π_ref, then applies one optimizer update per mini-batch; mean metrics."""
+    def update(self, batches: Sequence[Sequence[TrainBatch]], seconds: dict[str, float]) -> dict[str, float]:
+        """One optimizer update per mini-batch (a list of micro-batches, ``rl.rows.mini_batches``), after scoring
+        each micro-batch with π_ref; returns the mean metrics over updates."""
         totals: dict[str, float] = {}
-        for host in batches:
+        for micro_batches in batches:
             start = time.perf_counter()
-            batch = jax.device_put(host)
-            ref = self.ref_logprobs(self.ref_params, batch) * batch.loss_mask
-            batch = dataclasses.replace(batch, ref_logp=ref)
-            jax.block_until_ready(ref)
+            scored = []
+            for host in micro_batches:
+                batch = jax.device_put(host, self._batch_sharding)
+                scored.append(dataclasses.replace(batch, ref_logp=self.ref_logprobs(self.ref_params, batch)
+                                                  * batch.loss_mask))
+            jax.block_until_ready([b.ref_logp for b in scored])
             seconds["ref_logprobs"] = seconds.get("ref_logprobs", 0.0) + time.perf_counter() - start
             start = time.perf_counter()
-            self.state, metrics = self.train_step(self.state, batch)
+            self.state, metrics = self.train_step(self.state, scored)
             metrics = jax.device_get(metrics)
             seconds["update"] = seconds.get("update", 0.0) + time.perf_counter() - start
             for k, v in metrics.items():

@@ -147,22 +147,37 @@ def _attention_inputs(cfg: ModelConfig, x: Array, p: dict[str, Array], positions
     return constrain(q, ("batch", "length", "heads", "head_dim")), k, v
 
 
-def _block_output(cfg: ModelConfig, x: Array, attn: Array, p: dict[str, Array]) -> Array:
-    """The rest of a block after attention [B,T,N,H]: output projection and residual, SwiGLU MLP and residual."""
+def _mlp(cfg: ModelConfig, x: Array, p: dict[str, Array]) -> Array:
+    """The SwiGLU MLP on the post-attention residual stream x [B,T,D] (its RMSNorm included)."""
     dt = x.dtype
-    x = x + jnp.einsum("btnh,nhd->btd", attn, p["o_kernel"].astype(dt))
     h = rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
     gate = jnp.einsum("btd,df->btf", h, p["gate_kernel"].astype(dt))
     up = jnp.einsum("btd,df->btf", h, p["up_kernel"].astype(dt))
     mlp = constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    x = x + jnp.einsum("btf,fd->btd", mlp, p["down_kernel"].astype(dt))
+    return jnp.einsum("btf,fd->btd", mlp, p["down_kernel"].astype(dt))
+
+
+def _chunked_mlp(cfg: ModelConfig, x: Array, p: dict[str, Array], chunks: int) -> Array:
+    """``_mlp`` over ``chunks`` sequence chunks, each rematerialised: the backward holds one chunk's [B, T/chunks, F]
+    activations instead of the whole sequence's, for one more MLP forward (``ModelConfig.mlp_chunks``)."""
+    b, t, d = x.shape
+    c = -(-t // chunks)
+    xs = jnp.pad(x, ((0, 0), (0, c * chunks - t), (0, 0))).reshape(b, chunks, c, d).swapaxes(0, 1)
+    out = jax.lax.map(jax.checkpoint(lambda xc: _mlp(cfg, xc, p)), xs)
+    return out.swapaxes(0, 1).reshape(b, c * chunks, d)[:, :t]
+
+
+def _block_output(cfg: ModelConfig, x: Array, attn: Array, p: dict[str, Array], mlp_chunks: int = 1) -> Array:
+    """The rest of a block after attention [B,T,N,H]: output projection and residual, SwiGLU MLP and residual."""
+    x = x + jnp.einsum("btnh,nhd->btd", attn, p["o_kernel"].astype(x.dtype))
+    x = x + (_mlp(cfg, x, p) if mlp_chunks == 1 else _chunked_mlp(cfg, x, p, mlp_chunks))
     return constrain(x, ("batch", "length", "embed"))
 
 
 def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array) -> Array:
     """One decoder block over whole sequences (no cache)."""
     q, k, v = _attention_inputs(cfg, x, p, positions)
-    return _block_output(cfg, x, _attention(cfg, q, k, v, mask), p)
+    return _block_output(cfg, x, _attention(cfg, q, k, v, mask), p, cfg.mlp_chunks)
 
 
 def _cached_block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array,
@@ -174,6 +189,15 @@ def _cached_block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Ar
     v_cache = jax.lax.dynamic_update_slice(v_cache, v.swapaxes(1, 2).astype(v_cache.dtype), (0, 0, index, 0))
     attn = _attention(cfg, q, k_cache.swapaxes(1, 2).astype(x.dtype), v_cache.swapaxes(1, 2).astype(x.dtype), mask)
     return _block_output(cfg, x, attn, p), k_cache, v_cache
+
+
+def _embed_lookup(table: Array, tokens: Array) -> Array:
+    """Embedding rows [B, T, D] of ``tokens`` [B, T] from a table sharded over its D columns: the token ids are
+    gathered over fsdp and each device looks up its own columns for every row (then rows are re-split), so neither
+    the [V, D] table nor its gradient's scatter is ever gathered onto one device (rule ``vocab_rows``)."""
+    tokens = constrain(tokens, ("vocab_rows", None))
+    x = constrain(table[tokens], ("vocab_rows", None, "embed"))
+    return constrain(x, ("batch", "length", "embed"))
 
 
 def _token_mask(attention_mask: Array | None, shape: tuple[int, int]) -> Array:
@@ -209,7 +233,7 @@ class Qwen2(nnx.Module):
         cfg, dt = self.cfg, self.compute_dtype
         b, t = tokens.shape
         attention_mask = _token_mask(attention_mask, (b, t))
-        x = constrain(self.embed[...].astype(dt)[tokens], ("batch", "length", "embed"))
+        x = _embed_lookup(self.embed[...].astype(dt), tokens)
         mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]
 
         def body(x, p):
@@ -276,6 +300,25 @@ def positions_from_mask(attention_mask: Array) -> Array:
     """Position ids for a (left- or right-) padded batch: 0, 1, 2, ... over real tokens, 0 on padding."""
     m = attention_mask.astype(jnp.int32)
     return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0) * m
+
+
+def compute_params(graphdef: nnx.GraphDef, params: nnx.State) -> nnx.State:
+    """``params`` as the forward consumes them: each weight the model casts to its compute dtype on use, cast once.
+
+    Differentiating with respect to these gives the same gradient values as with respect to the float32 masters
+    (the cast's transpose only widens them back), held in the compute dtype: half the bytes for bfloat16. Norm
+    weights are used in float32 and stay as they are; so does a tied embedding, used by both the lookup and the
+    head, so that its two gradient contributions still add in float32.
+    """
+    model = nnx.merge(graphdef, params)
+    keep = {name for name, axes in PARAM_AXES.items() if axes[-1] == "norm"}
+    if model.cfg.tie_word_embeddings:
+        keep.add("embed")
+
+    def cast(path, x):
+        return x if path[0].key in keep else x.astype(model.compute_dtype)
+
+    return jax.tree_util.tree_map_with_path(cast, params)
 
 
 def abstract_model(cfg: ModelConfig, platform: str | None = None) -> Qwen2:

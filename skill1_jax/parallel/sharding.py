@@ -39,6 +39,12 @@ DEFAULT_RULES: Mapping[str, Any] = {
     "norm": None,
     "length": None,
     "cache_length": None,
+    # The vocabulary ops of training (embedding lookup, output projection + log-softmax) move rows instead of the
+    # [V, D] tables: their rows are gathered over fsdp (split over data replicas only), the lookup reads its
+    # fsdp-sharded table columns and the projection computes a vocabulary slice per fsdp (and tensor) device, so
+    # no device ever holds a whole 152k × D table or its gradient (4 GiB of float32 at 7B).
+    "vocab_rows": "data",
+    "vocab_split": ("tensor", "fsdp"),
 }
 
 

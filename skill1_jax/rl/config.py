@@ -32,9 +32,11 @@ class RLConfig:
       weight_decay: AdamW decoupled weight decay.
       max_grad_norm: global-norm gradient clip.
       adam_b1, adam_b2, adam_eps: AdamW moments (torch defaults, as in verl).
-      moment_dtype: dtype of AdamW's first moment (optax ``mu_dtype``): ``"float32"`` or ``"bfloat16"`` (saves 2
-        bytes per parameter; the 7B configuration for 16 GiB chips, docs/model.md). optax keeps the second moment
-        in the parameter dtype (float32); it offers no ``nu_dtype``.
+      moment_dtype: dtype of AdamW's first moment: ``"float32"`` or ``"bfloat16"`` (saves 2 bytes per parameter;
+        rounded to nearest, as optax ``mu_dtype``).
+      second_moment_dtype: dtype of AdamW's second moment: ``"float32"`` or ``"bfloat16"`` (2 more bytes per
+        parameter; stochastically rounded, see ``rl.adam``). Both bfloat16 is the 7B configuration for 16 GiB
+        chips (docs/model.md).
       mini_batch_size: rows per optimizer update (one ``train_step`` call).
       micro_batch_size: rows per device per gradient-accumulation step.
       logprob_chunk: sequence positions per chunk of the vocabulary projection, so [B, T, V] float32 logits are
@@ -56,6 +58,7 @@ class RLConfig:
     adam_b2: float = 0.999
     adam_eps: float = 1e-8
     moment_dtype: str = "float32"
+    second_moment_dtype: str = "float32"
     mini_batch_size: int = 256
     micro_batch_size: int = 16
     logprob_chunk: int = 512
@@ -64,8 +67,9 @@ class RLConfig:
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"RLConfig.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.moment_dtype not in MOMENT_DTYPES:
-            raise ValueError(f"RLConfig.moment_dtype must be one of {MOMENT_DTYPES}, got {self.moment_dtype!r}")
+        for name in ("moment_dtype", "second_moment_dtype"):
+            if getattr(self, name) not in MOMENT_DTYPES:
+                raise ValueError(f"RLConfig.{name} must be one of {MOMENT_DTYPES}, got {getattr(self, name)!r}")
         if self.loss_agg not in LOSS_AGG_MODES:
             raise ValueError(f"RLConfig.loss_agg must be one of {LOSS_AGG_MODES}, got {self.loss_agg!r}")
         if not 0.0 < self.clip_eps < 1.0:

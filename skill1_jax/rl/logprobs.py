@@ -17,20 +17,28 @@ import jax
 import jax.numpy as jnp
 
 from skill1_jax.model.qwen2 import Qwen2
+from skill1_jax.parallel.sharding import constrain
 
 Array = jax.Array
 
 
 def _chunk_logprobs(hidden_bcd: Array, targets_bc: Array, head_dv: Array) -> tuple[Array, Array]:
-    """log π(target) and entropy for one chunk; log-softmax in float32."""
+    """log π(target) and entropy for one chunk; log-softmax in float32.
+
+    Under FSDP the chunk's rows are gathered and each device computes a vocabulary slice of their logits (rules
+    ``vocab_rows`` / ``vocab_split``), instead of gathering the [D, V] head and its gradient onto every device.
+    """
+    hidden_bcd = constrain(hidden_bcd, ("vocab_rows", None, None))
+    targets_bc = constrain(targets_bc, ("vocab_rows", None))
     logits = jnp.einsum("bcd,dv->bcv", hidden_bcd, head_dv, preferred_element_type=jnp.float32)
+    logits = constrain(logits, ("vocab_rows", None, "vocab_split"))
     lse = jax.nn.logsumexp(logits, axis=-1)
     # A one-hot select instead of a gather keeps a vocabulary-sharded (tensor-parallel) head free of all-gathers.
     vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
     target_logit = jnp.sum(jnp.where(vocab == targets_bc[..., None], logits, 0.0), axis=-1)
     probs = jnp.exp(logits - lse[..., None])
     entropy = lse - jnp.sum(probs * logits, axis=-1)
-    return target_logit - lse, entropy
+    return constrain(target_logit - lse, ("batch", None)), constrain(entropy, ("batch", None))
 
 
 def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, chunk: int) -> tuple[Array, Array]:
@@ -44,7 +52,7 @@ def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, ch
     y = jnp.pad(tokens_bt[:, 1:], ((0, 0), (0, pad)))
     h = jnp.moveaxis(h.reshape(b, n_chunks, c, d), 1, 0)
     y = jnp.moveaxis(y.reshape(b, n_chunks, c), 1, 0)
-    head = head_dv.astype(hidden_btd.dtype)
+    head = constrain(head_dv.astype(hidden_btd.dtype), (None, "vocab_split"))
     # Rematerialised per chunk: the backward pass recomputes one chunk's logits instead of storing all of them.
     body = jax.checkpoint(lambda xs: _chunk_logprobs(xs[0], xs[1], head))
     logp, entropy = jax.lax.map(body, (h, y))

@@ -34,7 +34,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from skill1_jax.model.qwen2 import compute_params
 from skill1_jax.parallel.sharding import DEFAULT_RULES, activation_sharding, tree_shardings
+from skill1_jax.rl.adam import scale_by_adam
 from skill1_jax.rl.batch import TrainBatch, batch_shardings, split_micro_batches
 from skill1_jax.rl.config import RLConfig
 from skill1_jax.rl.logprobs import token_logprobs
@@ -57,11 +59,12 @@ class TrainState:
 def make_optimizer(cfg: RLConfig) -> optax.GradientTransformation:
     """Global-norm clip then AdamW with a constant learning rate (spec §4: lr 1e-6, wd 0.01, clip 1.0).
 
-    The first moment is stored in ``cfg.moment_dtype``; the second stays in the parameter dtype (optax)."""
+    AdamW is optax's ``adamw`` chain with the moments stored in ``cfg.moment_dtype`` / ``cfg.second_moment_dtype``
+    (``rl.adam``)."""
     return optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm),
-        optax.adamw(cfg.learning_rate, b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps,
-                    weight_decay=cfg.weight_decay, mu_dtype=cfg.moment_dtype),
+        optax.chain(scale_by_adam(cfg.adam_b1, cfg.adam_b2, cfg.adam_eps, cfg.moment_dtype, cfg.second_moment_dtype),
+                    optax.add_decayed_weights(cfg.weight_decay), optax.scale_by_learning_rate(cfg.learning_rate)),
     )
 
 
@@ -96,14 +99,19 @@ def num_micro_batches(rows: int, cfg: RLConfig, batch_devices: int) -> int:
 
 def accumulate_gradients(loss_fn: Callable, params: nnx.State, batch: TrainBatch, norm: LossNormalizers,
                          num_micro: int, constrain_micro: Callable = lambda x: x,
-                         constrain_grads: Callable = lambda g: g) -> tuple[nnx.State, Metrics]:
-    """Σ over micro-batches of (∇loss, metrics); exact for the mini-batch because ``norm`` is the mini-batch's."""
+                         constrain_grads: Callable = lambda g: g,
+                         cast: Callable = lambda p: p) -> tuple[nnx.State, Metrics]:
+    """Σ over micro-batches of (∇loss, metrics); exact for the mini-batch because ``norm`` is the mini-batch's.
+
+    ``cast`` (e.g. ``model.qwen2.compute_params``) is applied to the params once per update; gradients are taken
+    with respect to its result and summed into a float32 accumulator."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    cast_params = cast(params)
 
     def body(carry, micro):
         grads_acc, metrics_acc = carry
-        (_, metrics), grads = grad_fn(params, constrain_micro(micro), norm)
-        grads_acc = constrain_grads(jax.tree.map(jnp.add, grads_acc, grads))
+        (_, metrics), grads = grad_fn(cast_params, constrain_micro(micro), norm)
+        grads_acc = constrain_grads(jax.tree.map(lambda a, g: a + g.astype(a.dtype), grads_acc, grads))
         return (grads_acc, jax.tree.map(jnp.add, metrics_acc, metrics)), None
 
     micro = split_micro_batches(batch, num_micro)
@@ -149,12 +157,14 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState, me
     loss_fn = make_loss_fn(graphdef, cfg)
     tx = make_optimizer(cfg)
     ndev = _batch_devices(mesh, rules)
+    # Gradients per micro-batch in the compute dtype (bfloat16: the 7B update's largest temporary halves).
+    cast = functools.partial(compute_params, graphdef)
 
     if mesh is None:
         def step(state: TrainState, batch: TrainBatch):
             norm = loss_normalizers(batch)
             grads, metrics = accumulate_gradients(loss_fn, state.params, batch, norm,
-                                                  num_micro_batches(batch.num_rows, cfg, ndev))
+                                                  num_micro_batches(batch.num_rows, cfg, ndev), cast=cast)
             return apply_update(tx, state, grads, {**metrics, **count_metrics(norm)})
 
         return jax.jit(step, donate_argnums=(0,))
@@ -172,7 +182,7 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState, me
             grad_constraint = lambda g: jax.lax.with_sharding_constraint(g, state_sh.params)
             grads, metrics = accumulate_gradients(loss_fn, state.params, batch, norm,
                                                   num_micro_batches(batch.num_rows, cfg, ndev),
-                                                  micro_constraint, grad_constraint)
+                                                  micro_constraint, grad_constraint, cast)
             return apply_update(tx, state, grads, {**metrics, **count_metrics(norm)})
 
     return jax.jit(sharded_step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),

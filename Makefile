@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED_DATA ?= $(abspath ../shared/data)
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-memory-tpu clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ bench: install
 	$(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/step_overhead.py
+
+# The 7B update compiled for TPU v5e without a TPU: libtpu in its own venv (in .venv it would make every JAX
+# program probe for a TPU).
+TPU_AOT := .venv-tpu-aot
+bench-memory-tpu:
+	test -x $(TPU_AOT)/bin/python || $(PYTHON) -m venv $(TPU_AOT)
+	$(TPU_AOT)/bin/pip install --quiet -e .
+	$(TPU_AOT)/bin/pip install --quiet "jax[tpu]==$$($(TPU_AOT)/bin/python -c 'import jax; print(jax.__version__)')"
+	$(TPU_AOT)/bin/python benchmarks/memory_7b.py --target tpu-v5e --options \
+		blocked_fp32_full_fsdp8,blocked_bf16mu_full_fsdp8,blocked_bf16_full_fsdp8,blocked_bf16_full_mlp4_fsdp8 \
+		--accuracy-steps 0
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -4,6 +4,8 @@
         --alfworld_data=$ALFWORLD_DATA --workdir=/runs/skill1_alf --mesh=1,8,1
     python -m launch.train ... --resume          # continue from the newest valid checkpoint
     python -m launch.train --helpfull            # every config field with its paper default
+    python -m launch.train ... --mesh=1,16,1 --coordinator_address=10.0.0.2:8476 --num_processes=4 --process_id=1
+                                                 # one process per host (or SKILL1_JAX_DISTRIBUTED=1 on Cloud TPU)
 
 Exit codes: 0 when finished or preempted (SIGTERM: the step finishes, a checkpoint is saved); 2 for a bad command
 line (one line naming the problem, nothing written).
@@ -19,6 +21,12 @@ from launch import common
 
 RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its newest valid checkpoint.")
 STEPS = flags.DEFINE_integer("max_steps", None, "Stop after this many steps of this invocation (default: all).")
+COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                  "Multi-host: host:port of process 0 (default $SKILL1_COORDINATOR); joins the job.")
+NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                     "Multi-host: number of processes, one per host (default $SKILL1_NUM_PROCESSES).")
+PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                  "Multi-host: this process's index; 0 writes the run files ($SKILL1_PROCESS_ID).")
 
 
 def main(argv):
@@ -36,7 +44,8 @@ def main(argv):
     from skill1_jax.train import run
 
     opts = run.RunOptions(**opts)
-    initialize_distributed()  # no-op unless SKILL1_JAX_DISTRIBUTED=1 (multi-host pods)
+    # Before any other JAX call; a no-op unless one of these flags is given or SKILL1_JAX_DISTRIBUTED=1.
+    initialize_distributed(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
     try:
         summary = run.train(cfg, opts, max_steps=STEPS.value)
     except (run.UsageError, FileNotFoundError) as e:  # workdir / model / data paths

@@ -13,7 +13,6 @@ from flax import nnx
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.model.qwen2 import Qwen2
 from skill1_jax.parallel.distributed import initialize_distributed
-from skill1_jax.rl.batch import global_batch_from_local
 from skill1_jax.rl.pmap_step import make_pmap_train_step, replica_mesh, replicate, shard_rows
 from skill1_jax.parallel.sharding import make_mesh
 from skill1_jax.rl.batch import batch_shardings
@@ -67,15 +66,6 @@ def test_sharded_pmap_and_single_device_steps_agree_after_two_steps():
             np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
         for k in ("loss", "grad/norm", "loss/rerank", "tokens/util"):
             assert float(other_metrics[k]) == pytest.approx(float(single[1][k]), rel=1e-5), (name, k)
-
-
-def test_global_batch_from_local_rows_in_one_process_is_the_row_sharded_batch():
-    mesh = make_mesh(data=2, fsdp=4)
-    local = synthetic_batch(3, ROWS, SEQ, VOCAB)
-    global_batch = global_batch_from_local(local, mesh)
-    assert global_batch.tokens.sharding.spec[0] == ("data", "fsdp")
-    np.testing.assert_array_equal(np.asarray(global_batch.tokens), local.tokens)
-    np.testing.assert_array_equal(np.asarray(global_batch.advantage), local.advantage)
 
 
 def test_distributed_init_is_off_unless_asked(monkeypatch):

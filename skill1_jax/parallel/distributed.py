@@ -2,8 +2,8 @@
 
 One JAX process runs per host (multi-controller). Every process calls ``initialize_distributed()`` before any other
 JAX call, builds the same global mesh (``make_mesh`` over ``jax.devices()``, which then lists all hosts' devices)
-and runs the same jitted step. Each host feeds only its own rows: ``rl.batch.global_batch_from_local`` assembles
-the host-local NumPy batches into one global, row-sharded ``TrainBatch`` without any cross-host copy.
+and runs the same jitted step; ``skill1_jax.train.multihost`` describes how the trainer splits the rollouts
+between processes and keeps their host-side state equal.
 
 Switch: pass arguments, or set ``SKILL1_JAX_DISTRIBUTED=1`` (on Cloud TPU pods and SLURM, JAX then discovers the
 coordinator, process count and index by itself; elsewhere also set ``SKILL1_COORDINATOR=host:port``,

@@ -109,16 +109,6 @@ def batch_shardings(mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES) -> Tra
     return TrainBatch(**{f.name: one(f.name) for f in dataclasses.fields(TrainBatch)})
 
 
-def global_batch_from_local(local: TrainBatch, mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES) -> TrainBatch:
-    """Assembles each process's rows (NumPy ``TrainBatch``) into one global row-sharded batch.
-
-    The global batch has ``process_count × local rows`` rows; process p's rows are placed on p's devices. With one
-    process this is an explicit ``device_put`` with the training shardings.
-    """
-    shardings = batch_shardings(mesh, rules)
-    return jax.tree.map(lambda sharding, x: jax.make_array_from_process_local_data(sharding, x), shardings, local)
-
-
 def split_micro_batches(batch: TrainBatch, num_micro: int) -> TrainBatch:
     """[B, ...] → [num_micro, B / num_micro, ...]; micro-batch i holds rows i, i + n, i + 2n, ...
 

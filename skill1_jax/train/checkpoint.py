@@ -14,6 +14,10 @@ step k replays steps k+1… exactly as an uninterrupted run would.
 
 ``restore`` tries the newest step first; one that fails to load or validate is reported with a warning and the
 next older one is used.
+
+Several processes (``train.multihost``): all of them call ``save`` and ``restore`` (Orbax collectives: each process
+writes and reads the shards of its devices, process 0 the JSON host state); moving unreadable steps aside is
+process 0's, behind a barrier.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from skill1_jax.agent.history import ReferenceTrajectories
+from skill1_jax.parallel.distributed import is_coordinator
 from skill1_jax.rl.train_step import TrainState
 from skill1_jax.skills import SkillLibrary
 
@@ -141,12 +147,15 @@ class Checkpointer:
         """Renames the unreadable steps newer than the restored one to ``<step>.unreadable-<time>``: the resumed run
         saves those steps again (Orbax refuses to overwrite a step) and the files stay for inspection."""
         newer = [s for s in self.steps() if s > step]
-        for s in newer:
-            aside = self.directory / f"{s}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
-            (self.directory / str(s)).rename(aside)
-            log.warning("moved unreadable checkpoint step %d aside to %s", s, aside)
-        if newer:
-            self.manager.reload()
+        if not newer:
+            return
+        if is_coordinator():
+            for s in newer:
+                aside = self.directory / f"{s}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+                (self.directory / str(s)).rename(aside)
+                log.warning("moved unreadable checkpoint step %d aside to %s", s, aside)
+        multihost_utils.sync_global_devices("skill1_jax: unreadable checkpoints set aside")
+        self.manager.reload()
 
     def restore_for_eval(self, abstract_params: Any, library_config: Any, step: int | None = None):
         """Params and library only (no optimizer state is read): returns (step, params, library)."""

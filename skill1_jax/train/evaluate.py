@@ -14,7 +14,8 @@ import jax
 import numpy as np
 
 from skill1_jax.envs import base
-from skill1_jax.train.rollout import RolloutContext, Rollouts, collect
+from skill1_jax.train.multihost import collect_shared
+from skill1_jax.train.rollout import RolloutContext, Rollouts
 
 # Paper Table 1 column per ALFWorld task type (the household world uses the same six types).
 TYPE_COLUMNS = dict(zip(base.ALFWORLD_TASK_TYPES, ("Pick", "Look", "Clean", "Heat", "Cool", "Pick2")))
@@ -76,7 +77,7 @@ def eval_key(seed: int, step: int) -> jax.Array:
 
 def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0) -> EvalResult:
     """Plays each task once in evaluation mode; never writes the library or the reference store."""
-    return summarize(ctx.config.env.name, collect(ctx, tasks, group_size=1, mode="eval", rng=rng, step=step))
+    return summarize(ctx.config.env.name, collect_shared(ctx, tasks, group_size=1, mode="eval", rng=rng, step=step))
 
 
 def markdown_table(rows: dict[str, EvalResult | dict[str, float]], paper: dict[str, dict[str, float]] | None = None,

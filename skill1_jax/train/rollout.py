@@ -42,10 +42,13 @@ from skill1_jax.train.policy import Policy, Reply, Request
 class Episode:
     """One rollout: what it saw, chose, did and produced.
 
-    ``segments`` lists every generated reply with its kind, in generation order (the training rows).
+    ``slot`` is its env-pool slot in this collection; ``rollout`` its index among all the step's rollouts (attempt
+    k at task i is rollout i·G + k, also when processes play shares of the tasks; ``multihost``) and ``group`` that
+    task's index i. ``segments`` lists every generated reply with its kind, in generation order (the training rows).
     """
 
     slot: int
+    rollout: int
     task: base.TaskRef
     group: int
     task_text: str = ""
@@ -109,7 +112,7 @@ def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], text
     if not episodes:
         return []
     start = time.perf_counter()
-    requests = [Request(prompt=t, rollout=e.slot, task=e.task_text, task_id=e.task.task_id, turn=turn) for e, t in zip(episodes, texts)]
+    requests = [Request(prompt=t, rollout=e.rollout, task=e.task_text, task_id=e.task.task_id, turn=turn) for e, t in zip(episodes, texts)]
     replies = ctx.policy.generate(stage, requests, mode, rng)
     seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
     if kind is not None:
@@ -119,7 +122,7 @@ def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], text
 
 
 def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int, mode: str, rng: jax.Array,
-            step: int) -> Rollouts:
+            step: int, first_task: int = 0) -> Rollouts:
     """Plays ``tasks`` × ``group_size`` rollouts through stages A–D (see module docstring).
 
     Args:
@@ -129,6 +132,8 @@ def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int,
       mode: "train" or "eval".
       rng: key for all sampling of this collection.
       step: training step (seeds the episodes; recorded nowhere else).
+      first_task: index of ``tasks[0]`` among the step's tasks when this process plays only a share of them
+        (``multihost``): rollouts and groups are numbered from there.
     """
     if mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -144,7 +149,8 @@ def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int,
     seconds["env"] = time.perf_counter() - start
     episodes = []
     for slot, ((task, _), (obs, info)) in enumerate(zip(slots, resets)):
-        e = Episode(slot=slot, task=task, group=slot // group_size, task_text=info.get(base.TASK, ""),
+        e = Episode(slot=slot, rollout=first_task * group_size + slot, task=task,
+                    group=first_task + slot // group_size, task_text=info.get(base.TASK, ""),
                     task_type=info.get(base.TASK_TYPE, ""), observation=obs, error=info.get(base.ERROR))
         e.history = EpisodeHistory(env, e.task_text)
         e.query = e.task_text

@@ -6,7 +6,14 @@ Workdir contract (nothing is overwritten or lost):
   * a new run writes ``config.json`` and refuses a workdir that already holds checkpoints unless ``resume``;
   * ``resume`` requires checkpoints and the same config as recorded (a differing field is named);
   * ``checkpoints/<step>/`` (Orbax), ``metrics.jsonl`` + ``tb/`` (TensorBoard), ``metrics.png``, ``eval.jsonl``
-    (every evaluation, one JSON per line) and ``results.json`` (the final evaluation).
+    (every evaluation, one JSON per line) and ``results.json`` (the final evaluation);
+  * a finished run resumed without ``results.json`` (killed after its final checkpoint) writes it from the
+    recorded final evaluation, or evaluates the final checkpoint when that was not recorded either.
+
+Several processes (``jax.distributed``, one per host; ``train.multihost``): every process runs ``train`` with the
+same arguments and a mesh over all devices of the job; process 0 alone writes ``config.json``, the metrics,
+evaluations, plots and results, all of them save and restore the checkpoints together, and a SIGTERM seen by any
+process stops all of them after the same step.
 
 Preemption: SIGTERM sets a flag; the current step finishes, a checkpoint is saved and ``train`` returns normally
 (exit code 0 from the launcher), so the scheduler's restart resumes at the next step.
@@ -27,9 +34,11 @@ import jax
 from flax import nnx
 
 from skill1_jax.config import ExperimentConfig
-from skill1_jax.metrics import MetricsWriter
+from skill1_jax.metrics import MetricsWriter, read_jsonl
+from skill1_jax.parallel.distributed import is_coordinator
 from skill1_jax.train.checkpoint import Checkpointer
 from skill1_jax.train.evaluate import EvalResult
+from skill1_jax.train.multihost import any_process
 from skill1_jax.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -53,7 +62,8 @@ class RunOptions:
         initialises ``config.model`` randomly from the seed (tests, benchmarks).
       tokenizer_dir: tokenizer directory when it is not in ``model_dir``.
       resume: continue from the newest valid checkpoint in ``workdir``.
-      mesh_shape: (data, fsdp, tensor) device mesh for the update; None = one device.
+      mesh_shape: (data, fsdp, tensor) device mesh for the update over all devices of the job; None = one
+        device (single process only).
       progress: show tqdm bars.
     """
 
@@ -117,7 +127,7 @@ def prepare_workdir(cfg: ExperimentConfig, opts: RunOptions) -> pathlib.Path:
                          f"new --workdir")
     check_paths(opts)
     workdir.mkdir(parents=True, exist_ok=True)
-    if not opts.resume:
+    if not opts.resume and is_coordinator():
         recorded.write_text(cfg.to_json())
     return workdir
 
@@ -161,7 +171,7 @@ def with_panel_dir(cfg: ExperimentConfig, workdir: pathlib.Path) -> ExperimentCo
 def record_panels(trainer: Trainer, workdir: pathlib.Path) -> None:
     """Writes ``panels.json``: size, hash and source of the train and eval panels (when the env exposes them)."""
     info = getattr(trainer.env, "panel_info", None)
-    if info is None:
+    if info is None or not is_coordinator():
         return
     splits = {s: dataclasses.asdict(info(s)) for s in (trainer.config.env.train_split, trainer.config.env.eval_split)}
     (workdir / "panels.json").write_text(json.dumps(splits, indent=2))
@@ -182,6 +192,9 @@ def train(cfg: ExperimentConfig, opts: RunOptions, *, encoder: Any = None, polic
 
     Returns a summary: final step, whether it was preempted, the evaluations of this call.
     """
+    if jax.process_count() > 1 and opts.mesh_shape is None:
+        raise UsageError(f"a run of {jax.process_count()} processes needs --mesh over all {jax.device_count()} "
+                         f"devices of the job")
     workdir = prepare_workdir(cfg, opts)
     cfg = with_panel_dir(cfg, workdir)
     mesh = _mesh(opts.mesh_shape)
@@ -196,11 +209,13 @@ def train(cfg: ExperimentConfig, opts: RunOptions, *, encoder: Any = None, polic
     ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.train.keep_checkpoints)
     if opts.resume:
         ckpt.restore(trainer)
-    # Drop the rows this process writes again: those after the restored step, or all of them on a fresh start (a
-    # run killed before its first checkpoint starts fresh and evaluates step 0 again).
-    first_new = trainer.step + 1 if opts.resume else 0
-    _truncate_jsonl(workdir / "eval.jsonl", keep_through=first_new - 1)
-    writer = MetricsWriter(workdir, resume_step=first_new)
+    writer = None
+    if is_coordinator():
+        # Drop the rows this run writes again: those after the restored step, or all of them on a fresh start (a
+        # run killed before its first checkpoint starts fresh and evaluates step 0 again).
+        first_new = trainer.step + 1 if opts.resume else 0
+        _truncate_jsonl(workdir / "eval.jsonl", keep_through=first_new - 1)
+        writer = MetricsWriter(workdir, resume_step=first_new)
     trainer.writer = writer
     evals: list[EvalResult] = []
     t = cfg.train
@@ -220,18 +235,24 @@ def train(cfg: ExperimentConfig, opts: RunOptions, *, encoder: Any = None, polic
                 if (t.eval_every and trainer.step % t.eval_every == 0) or trainer.step == t.steps:
                     evals.append(_record_eval(workdir, trainer.step, trainer.evaluate()))
                 last = trainer.step == stop_at
-                if guard.requested or last or (t.checkpoint_every and trainer.step % t.checkpoint_every == 0):
+                stop = any_process(guard.requested)  # every process saves and stops after the same step
+                if stop or last or (t.checkpoint_every and trainer.step % t.checkpoint_every == 0):
                     ckpt.save(trainer)
-                if guard.requested:
+                if stop:
                     preempted = True
                     break
             bar.close()
+            if trainer.step == t.steps and not evals and not (workdir / "results.json").exists():
+                # A finished run killed after its final checkpoint, before results.json (see module docstring).
+                evals.append(_recorded_eval(workdir, trainer.step)
+                             or _record_eval(workdir, trainer.step, trainer.evaluate()))
     finally:
-        writer.plot([n for n in PLOTTED])
-        writer.close()
+        if writer is not None:
+            writer.plot([n for n in PLOTTED])
+            writer.close()
         ckpt.close()
         trainer.close()
-    if trainer.step == t.steps and evals:
+    if trainer.step == t.steps and evals and is_coordinator():
         (workdir / "results.json").write_text(json.dumps(evals[-1].to_dict(), indent=2))
     return {"step": trainer.step, "preempted": preempted, "evals": evals, "workdir": str(workdir),
             "trainer": trainer}
@@ -247,10 +268,17 @@ def _truncate_jsonl(path: pathlib.Path, keep_through: int) -> None:
 
 
 def _record_eval(workdir: pathlib.Path, step: int, result: EvalResult) -> EvalResult:
-    with open(workdir / "eval.jsonl", "a") as f:
-        f.write(json.dumps({"step": step, **result.to_dict()}) + "\n")
-    log.info("eval at step %d: %s", step, result.columns())
+    if is_coordinator():
+        with open(workdir / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **result.to_dict()}) + "\n")
+        log.info("eval at step %d: %s", step, result.columns())
     return result
+
+
+def _recorded_eval(workdir: pathlib.Path, step: int) -> EvalResult | None:
+    """The evaluation ``eval.jsonl`` holds for ``step`` (the last one), or None."""
+    rows = [r for r in read_jsonl(workdir / "eval.jsonl") if r.get("step") == step]
+    return EvalResult(**{k: v for k, v in rows[-1].items() if k != "step"}) if rows else None
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, opts: RunOptions, step: int | None = None, *, encoder: Any = None,

@@ -2,7 +2,8 @@
 
 One ``Trainer.train_step()``:
   1. the task sampler yields N training tasks (a seeded permutation per epoch; its position is checkpointed);
-  2. ``rollout.collect`` plays N × G rollouts through stages A–D;
+  2. ``rollout.collect`` plays N × G rollouts through stages A–D (with several processes each plays a share and
+     all gather the whole step's rollouts: ``multihost``);
   3. rewards (``rewards_and_advantages``): r ∈ {0, 1}; Â_util over each group (Eq. 8); Û = max pre-update U over
      the retrieved candidates, R_distill = r − Û normalised separately (Eq. 10); raw NDCG for rank rows (Eq. 9);
   4. ``rl.rows`` turns every generated segment into a token-exact row and splits the rows into mini-batches of
@@ -36,11 +37,13 @@ from skill1_jax.envs.pool import EnvPool, SerialPool
 from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
 from skill1_jax.rl.rows import Row, mini_batches, row_stats
-from skill1_jax.rl.train_step import TrainState, init_train_state, make_logprob_fn, make_ragged_update
+from skill1_jax.rl.train_step import (TrainState, init_train_state, make_logprob_fn, make_ragged_update,
+                                     train_state_shardings)
 from skill1_jax.skills import SkillDraft, SkillLibrary
 from skill1_jax.train.evaluate import EvalResult, eval_key, evaluate
+from skill1_jax.train.multihost import collect_shared, coordinator_update, sampling_params
 from skill1_jax.train.policy import ModelPolicy, Policy
-from skill1_jax.train.rollout import Episode, RolloutContext, Rollouts, collect
+from skill1_jax.train.rollout import RolloutContext, Rollouts
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,13 @@ class Learner:
     def __init__(self, graphdef: Any, params: Any, cfg: ExperimentConfig, mesh: Any = None):
         self.rl = cfg.effective_rl
         self.graphdef = graphdef
-        self.ref_params = jax.tree.map(jnp.copy, params)  # π_ref: the initial policy, frozen
-        self.state: TrainState = init_train_state(params, self.rl, cfg.train.seed)
+        state = init_train_state(params, self.rl, cfg.train.seed)
+        if mesh is not None:
+            # On the mesh from the start: the update compiles once, for these shardings, and with several processes
+            # it sees global arrays (placed by a jit: device_put cannot place an RNG key on other hosts' devices).
+            state = jax.jit(lambda s: s, out_shardings=train_state_shardings(state, mesh))(state)
+        self.state: TrainState = state
+        self.ref_params = jax.tree.map(jnp.copy, state.params)  # π_ref: the initial policy, frozen
         self.mesh = mesh
         self.train_step = make_ragged_update(graphdef, self.rl, self.state, mesh)
         self._batch_sharding = None if mesh is None else batch_shardings(mesh)
@@ -247,6 +255,7 @@ class Trainer:
         self.eval_tasks = eval_panel[:config.train.eval_tasks] if config.train.eval_tasks else eval_panel
         self.tasks = TaskSampler(len(self.train_tasks), config.train.seed)
         self.learner = Learner(graphdef, params, config, mesh)
+        self._policy_params = None  # the learner params the model policy samples from (``_sync_policy``)
         self.policy = policy or ModelPolicy(graphdef, self.learner.params, tokenizer, config.model.vocab_size,
                                             config.generation)
         self.pool = pool or make_pool(config)
@@ -271,16 +280,19 @@ class Trainer:
                               encoder=self.encoder, references=self.references, seed=self.config.train.seed)
 
     def _sync_policy(self) -> None:
-        if isinstance(self.policy, ModelPolicy):
-            self.policy.params = self.learner.params
+        """Points the model policy at the current params (with several processes: at a local copy, made once per
+        update)."""
+        if isinstance(self.policy, ModelPolicy) and self._policy_params is not self.learner.params:
+            self.policy.params = sampling_params(self.learner.params)
+            self._policy_params = self.learner.params
 
     def train_step(self, on_stage: Callable[[str], None] | None = None) -> dict[str, float]:
         """One step of Algorithm 1; returns its metrics (also written to the metrics writer)."""
         step = self.step + 1
         start = time.perf_counter()
         tasks = [self.train_tasks[i] for i in self.tasks.take(self.config.train.tasks_per_step)]
-        rollouts = collect(self.context(), tasks, self.config.train.group_size, "train",
-                           jax.random.fold_in(self.key, step), step)
+        rollouts = collect_shared(self.context(), tasks, self.config.train.group_size, "train",
+                                  jax.random.fold_in(self.key, step), step)
         seconds = dict(rollouts.seconds)
         rewards = rewards_and_advantages(rollouts, self.learner.rl.adv_eps)
         rows = training_rows(rollouts, rewards, self.trained_kinds)
@@ -292,7 +304,9 @@ class Trainer:
         lib_start = time.perf_counter()
         metrics = {}
         if self.library is not None:
-            metrics.update(update_library(self.library, self.encoder, rollouts, self.config, step))
+            self.library, library_metrics = coordinator_update(  # process 0's update, on every process
+                self.library, lambda library: update_library(library, self.encoder, rollouts, self.config, step))
+            metrics.update(library_metrics)
             metrics.update(self.library.stats())
         for e in rollouts.episodes:  # the contrastive references for later steps' distillation prompts
             self.references.record(e.task_text, e.success, e.trajectory_text)

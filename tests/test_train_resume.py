@@ -1,5 +1,6 @@
 """Exact resume: 4 steps straight equal 2 steps + a crash mid-step-3 + resume to 4 (params, optimizer state, library,
-reference trajectories, task order and metrics, bit-identical on CPU); a corrupt newest checkpoint is skipped."""
+reference trajectories, task order and metrics, bit-identical on CPU); a corrupt newest checkpoint is skipped; a
+finished run killed before writing results.json writes it when resumed."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import dataclasses
 import json
 import logging
 import pathlib
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from skill1_jax import config as C
+from skill1_jax.metrics import read_jsonl
 from skill1_jax.train import run as run_mod
 from skill1_jax.train.checkpoint import Checkpointer
 from skill1_jax.train.policy import ScriptedPolicy
@@ -103,11 +106,20 @@ def test_crash_and_resume_equals_uninterrupted_run(tmp_path, demo_policy_dir, de
     assert steps == [1, 2, 3, 4], "no step lost or repeated in the metrics"
 
 
-def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, demo_policy_dir, demo_tokenizer, script,
-                                                            caplog):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, demo_policy_dir, demo_tokenizer, script):
+    """(config, workdir) of a finished 2-step run; tests change a copy of it."""
     cfg = resume_config()
     cfg = cfg.replace(train=dataclasses.replace(cfg.train, steps=2))
-    run(cfg, tmp_path / "w", demo_policy_dir, script, demo_tokenizer)
+    workdir = tmp_path_factory.mktemp("finished") / "w"
+    run(cfg, workdir, demo_policy_dir, script, demo_tokenizer)
+    return cfg, workdir
+
+
+def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, finished_run, demo_policy_dir, demo_tokenizer,
+                                                            script, caplog):
+    cfg, finished = finished_run
+    shutil.copytree(finished, tmp_path / "w")
     ckpt = tmp_path / "w" / "checkpoints"
     assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [1, 2]
     for f in (ckpt / "2").rglob("*"):
@@ -119,3 +131,22 @@ def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(tmp_path, demo_poli
         out = run(longer, tmp_path / "w", demo_policy_dir, script, demo_tokenizer, resume=True, max_steps=0)
     assert out["step"] == 1
     assert any("step 2" in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_resuming_a_finished_run_without_results_json_writes_it(tmp_path, finished_run, demo_policy_dir,
+                                                                demo_tokenizer, script):
+    cfg, finished = finished_run
+    workdir = tmp_path / "w"
+    shutil.copytree(finished, workdir)
+    results, evals = workdir / "results.json", workdir / "eval.jsonl"
+    expected = json.loads(results.read_text())
+    final_evals = lambda: [r for r in read_jsonl(evals) if r["step"] == 2]
+
+    results.unlink()  # killed after the final checkpoint, before results.json: the recorded evaluation is written
+    assert run(cfg, workdir, demo_policy_dir, script, demo_tokenizer, resume=True)["step"] == 2
+    assert json.loads(results.read_text()) == expected and len(final_evals()) == 1
+
+    results.unlink()  # killed before the final evaluation was recorded too: the final checkpoint is evaluated
+    evals.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(evals) if r["step"] != 2))
+    assert run(cfg, workdir, demo_policy_dir, script, demo_tokenizer, resume=True)["step"] == 2
+    assert json.loads(results.read_text()) == expected and len(final_evals()) == 1

@@ -12,11 +12,12 @@ from flax import nnx
 
 from skill1_jax import config as C
 from skill1_jax.model.qwen2 import Qwen2
+from skill1_jax.model.tokenizer import eos_token_ids
 from skill1_jax.rl.batch import Segment
 from skill1_jax.skills import SkillDraft
 from skill1_jax.train.trainer import Trainer
 
-from train_helpers import TEST_MODEL, ConstantEncoder
+from train_helpers import TEST_MODEL, ConstantEncoder, ending_policy_params
 
 SEED_SKILLS = ("Action Insight: find the object first, then carry it to the target receptacle.",
                "Navigation Insight: visit countertops and tables before closed cabinets.",
@@ -62,6 +63,7 @@ def seed_library(trainer, encoder):
 def test_two_real_steps_of_each_variant(variant, tokenizer):
     cfg = tiny_config(variant)
     graphdef, params = nnx.split(Qwen2(cfg.model, rngs=nnx.Rngs(0)))
+    params = ending_policy_params(params, eos_token_ids(tokenizer)[0])  # replies end, so rows carry loss
     before = jax.tree.map(np.array, params)
     encoder = ConstantEncoder()
     trainer = Trainer(cfg, graphdef, params, tokenizer=tokenizer, encoder=encoder)
@@ -71,7 +73,7 @@ def test_two_real_steps_of_each_variant(variant, tokenizer):
     for _ in range(2):
         m = trainer.train_step()
         kinds |= {r.kind for r in trainer.last_rows}
-        assert np.isfinite(m["train/loss"]) and m["train/skipped"] == 0
+        assert m["train/updates"] >= 1 and np.isfinite(m["train/loss"]) and m["train/skipped"] == 0
         # Token-exact: every row is the sampler's prompt and reply ids, unchanged.
         segs = [r for e in trainer.last_rollouts.episodes for k, r in e.segments if k in trainer.trained_kinds]
         assert len(segs) == len(trainer.last_rows)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from skill1_jax.envs import base
@@ -76,3 +78,17 @@ class HouseholdScript:
             return distill_reply(f"lesson from rollout {request.rollout} on {request.task}",
                                  f"when the task is like {request.task}")
         raise AssertionError(stage)
+
+
+def ending_policy_params(params, token_id: int, scale: float = 40.0):
+    """``params`` of a random Qwen2 (tied embeddings) whose ``token_id`` (``<|im_end|>``) embedding row is scaled up.
+
+    A random policy almost never writes a stop tag or EOS, so every reply runs into its token limit, and truncated
+    replies carry no loss (``rl.rows``): nothing would be trained. With the end token's logit h·E[end] scaled, a
+    reply ends as soon as h points its way, i.e. after a few tokens, and the rows carry loss.
+    """
+    params = jax.tree.map(lambda x: x, params)  # a new State tree; arrays are replaced, not mutated
+    embed = np.array(params["embed"][...])
+    embed[token_id] *= scale
+    params["embed"][...] = jnp.asarray(embed)
+    return params

@@ -94,7 +94,8 @@ def save_policy(model: Qwen2, tokenizer: Any, path: str) -> None:
         json.dump({"eos_token_id": [im_end, endoftext], "pad_token_id": endoftext}, f, indent=2)
 
 
-def build_tiny_policy(path: str, *, seed: int = 0, preset: str = "demo", texts: Sequence[str] | None = None) -> str:
+def build_tiny_policy(path: str, *, seed: int = 0, preset: str = "demo", texts: Sequence[str] | None = None,
+                      **model_overrides: Any) -> str:
     """Writes the random-init demo policy to ``path`` and returns ``path``.
 
     Args:
@@ -102,8 +103,9 @@ def build_tiny_policy(path: str, *, seed: int = 0, preset: str = "demo", texts: 
       seed: parameter initialisation seed (the tokenizer depends only on ``texts``).
       preset: `ModelConfig` preset; the tokenizer gets at most its ``vocab_size`` ids.
       texts: BPE training texts; default `household_corpus()`.
+      **model_overrides: `ModelConfig` fields replacing the preset's (e.g. a smaller ``hidden_size``).
     """
-    cfg = ModelConfig.from_preset(preset)
+    cfg = ModelConfig.from_preset(preset, **model_overrides)
     tokenizer = train_tokenizer(household_corpus() if texts is None else texts, cfg.vocab_size)
     save_policy(Qwen2(cfg, rngs=nnx.Rngs(seed)), tokenizer, path)
     return path

@@ -199,7 +199,7 @@ def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState,
     Arguments as in ``make_train_step``.
     """
     loss_fn = make_loss_fn(graphdef, cfg)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    cast = functools.partial(compute_params, graphdef)
     tx = make_optimizer(cfg)
     ndev = _batch_devices(mesh, rules)
     if mesh is None:
@@ -219,9 +219,8 @@ def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState,
                     return fn(*args)
             return jax.jit(in_mesh, donate_argnums=donate, out_shardings=out_shardings)
 
-    def first(params, micro, norm):
-        (_, metrics), grads = grad_fn(params, constrain_micro(micro), norm)
-        return constrain_grads(grads), metrics
+    def first(params, micro, norm):  # one micro-batch: the scan driver's accumulation with a single step
+        return accumulate_gradients(loss_fn, params, micro, norm, 1, constrain_micro, constrain_grads, cast)
 
     def more(params, acc, micro, norm):
         grads, metrics = first(params, micro, norm)

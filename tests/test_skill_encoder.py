@@ -87,3 +87,26 @@ def test_skills_package_imports_neither_jax_nor_sentence_transformers():
             "bad = [m for m in ('jax', 'flax', 'sentence_transformers', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_one_batch_of_new_texts_encodes_on_one_torch_thread_and_restores_the_setting():
+    import torch
+
+    seen = []
+
+    class Recorder:  # stands in for the SentenceTransformer: records the thread count it ran with
+        def encode(self, texts, **kwargs):
+            seen.append((len(texts), torch.get_num_threads()))
+            return np.ones((len(texts), 4), np.float32) / 2
+
+    enc = SentenceEncoder(batch_size=4)
+    enc._model = Recorder()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        enc.encode(["a", "b", "c"])
+        enc.encode([f"t{i}" for i in range(9)])  # more than one batch: torch's own setting
+        assert seen == [(3, 1), (9, 2)]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from skill1_jax.model.qwen2 import CACHE_AXES, KVCache, positions_from_mask
 from skill1_jax.parallel.sharding import activation_sharding, constrain, logical_sharding
 from skill1_jax.sampling.buckets import Buckets
+from skill1_jax.sampling.logits import SamplingConfig, sample_logits
 from skill1_jax.sampling.stops import QWEN_EOS_IDS, StopMatcher
 
 Array = jax.Array
@@ -47,33 +48,6 @@ Array = jax.Array
 # Finish codes on device; FINISH_REASONS names them on the host. Dummy rows keep code 0.
 _RUNNING, _EOS, _STOP, _LENGTH = 0, 1, 2, 3
 FINISH_REASONS = ("none", "eos", "stop", "length")
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    """How tokens are drawn; a static argument of the jitted programs (each distinct config compiles once).
-
-    Attributes:
-      max_new_tokens: N, generated tokens per row at most.
-      temperature: 0 is greedy (argmax); otherwise logits are divided by it before top-k / top-p.
-      top_p: nucleus mass in (0, 1]; 1 disables. Keeps the fewest most likely tokens whose mass reaches top_p.
-      top_k: keep the k most likely tokens; 0 disables.
-    """
-
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 disables), got {self.top_k}")
 
 
 @jax.tree_util.register_dataclass
@@ -121,83 +95,6 @@ class SampleResult:
 
 # ---- on-device pieces ---------------------------------------------------------------------------------------
 
-# Rows bisected together: 8 × 151,936 float32 (4.9 MB) stay in cache through the 32 passes. All 32 rows of a batch
-# at once (19 MB) were re-read from memory on every pass: top-p/top-k then took ~87 % of a batch-32 decode step.
-_THRESHOLD_ROWS = 8
-
-
-def _largest_threshold(probs: Array, reaches: Callable[[Array, Array], Array]) -> Array:
-    """Per row [B, 1], the largest τ such that ``reaches(row, row >= τ)`` holds, for a predicate that holds at τ = 0
-    and only weakens as τ grows (kept mass ≥ top_p, kept count ≥ k).
-
-    Bisection on the float32 bit pattern (monotone for non-negative floats) is exact after 32 halvings and costs
-    32 masked reductions over V; sorting (or ``lax.top_k`` over) 151,936 logits per row is ~10× slower on CPU.
-    """
-    def bisect(row: Array) -> Array:
-        def halve(_, bounds):
-            lo, hi = bounds  # invariant: reaches at lo, not at hi
-            mid = lo + (hi - lo) // 2
-            ok = reaches(row, row >= jax.lax.bitcast_convert_type(mid, jnp.float32))
-            return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
-
-        hi = jax.lax.bitcast_convert_type(jnp.max(row, keepdims=True), jnp.int32) + 1
-        lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.zeros_like(hi), hi))
-        return jax.lax.bitcast_convert_type(lo, jnp.float32)
-
-    return jax.lax.map(bisect, probs, batch_size=_THRESHOLD_ROWS)
-
-
-def _sampling_log_probs(logp: Array, cfg: SamplingConfig) -> Array:
-    """Log-probs [B, V] of the distribution sampled from, given the raw log-probs: divide by the temperature,
-    keep the top-k, then the top-p nucleus (HF's order); -inf outside the kept set."""
-    if cfg.temperature != 1.0:
-        logp = jax.nn.log_softmax(logp / cfg.temperature, axis=-1)
-    if cfg.top_k:
-        probs = jnp.exp(logp)
-
-        def count_reaches_k(_, keep):
-            return jnp.sum(keep, axis=-1, keepdims=True) >= cfg.top_k
-
-        keep = probs >= _largest_threshold(probs, count_reaches_k)  # ties at the k-th value are all kept
-        logp = jax.nn.log_softmax(jnp.where(keep, logp, -jnp.inf), axis=-1)
-    if cfg.top_p < 1.0:
-        probs = jnp.exp(logp)
-
-        def mass_reaches_p(row, keep):
-            return jnp.sum(jnp.where(keep, row, 0.0), axis=-1, keepdims=True) >= cfg.top_p
-
-        keep = probs >= _largest_threshold(probs, mass_reaches_p)
-        logp = jax.nn.log_softmax(jnp.where(keep, logp, -jnp.inf), axis=-1)
-    return logp
-
-
-def sample_logits(logits: Array, rng: Array, rows: Array, step: Array,
-                  cfg: SamplingConfig) -> tuple[Array, Array, Array]:
-    """Draws one token per row from logits [B, V] float32. Returns (tokens, raw log-probs, behaviour log-probs).
-
-    Row r uses key ``fold_in(fold_in(rng, rows[r]), step)``. Sampling inverts the CDF with one uniform per row
-    (a Gumbel-max ``random.categorical`` draws V uniforms per row: ~5× slower at V = 151,936 on CPU).
-    """
-    raw_logp = jax.nn.log_softmax(logits, axis=-1)
-    if cfg.temperature == 0:
-        tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        behavior = jnp.zeros(logits.shape[:1], jnp.float32)
-    else:
-        logp = _sampling_log_probs(raw_logp, cfg)
-        probs = jnp.exp(logp)
-        cdf = jnp.cumsum(probs, axis=-1)
-        keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), step))(rows)
-        u = jax.vmap(jax.random.uniform)(keys)[:, None] * cdf[:, -1:]
-        # The first index whose CDF exceeds u: zero-probability tokens never qualify (their CDF equals their
-        # predecessor's). If rounding puts u at the total, fall back to the most likely token.
-        above = cdf > u
-        tokens = jnp.where(jnp.any(above, axis=-1), jnp.argmax(above, axis=-1),
-                           jnp.argmax(probs, axis=-1)).astype(jnp.int32)
-        behavior = jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
-    raw = jnp.take_along_axis(raw_logp, tokens[:, None], axis=-1)[:, 0]
-    return tokens, raw, behavior
-
-
 def _constrain_cache(cache: KVCache) -> KVCache:
     """Places every layer's cache by the ``CACHE_AXES`` rule (a no-op outside an activation-sharding context)."""
     return dataclasses.replace(cache, k=tuple(constrain(k, CACHE_AXES) for k in cache.k),
@@ -208,7 +105,7 @@ def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Arra
     """Samples the next token of every row from ``logits`` [B, V] and records it at ``state.step``."""
     active = ~state.done
     rows = jnp.arange(logits.shape[0])
-    tok, raw, behavior = sample_logits(logits, state.rng, rows, state.step, cfg)
+    tok, raw, behavior = sample_logits(logits, state.rng, rows, state.step, cfg, active)
     tok = jnp.where(active, tok, 0)
 
     def write(buf, value):

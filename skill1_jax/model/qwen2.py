@@ -169,7 +169,10 @@ def _chunked_mlp(cfg: ModelConfig, x: Array, p: dict[str, Array], chunks: int) -
 
 def _block_output(cfg: ModelConfig, x: Array, attn: Array, p: dict[str, Array], mlp_chunks: int = 1) -> Array:
     """The rest of a block after attention [B,T,N,H]: output projection and residual, SwiGLU MLP and residual."""
-    x = x + jnp.einsum("btnh,nhd->btd", attn, p["o_kernel"].astype(x.dtype))
+    # One [N·H, D] matrix, not an (n, h) contraction: XLA:CPU then transposes the small activation instead of
+    # copying the [N, H, D] weight into its preferred order (1 MB per layer per token in the sampler's decode).
+    b, t, n, h = attn.shape
+    x = x + jnp.einsum("btf,fd->btd", attn.reshape(b, t, n * h), p["o_kernel"].astype(x.dtype).reshape(n * h, -1))
     x = x + (_mlp(cfg, x, p) if mlp_chunks == 1 else _chunked_mlp(cfg, x, p, mlp_chunks))
     return constrain(x, ("batch", "length", "embed"))
 

@@ -28,11 +28,11 @@ import os
 import pathlib
 import shutil
 import statistics
-import sys
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import app, flags
 
+from launch.cli import UsageError, fail, parse_flags, parse_mesh
 from skill1_jax import config as C
 from skill1_jax.envs.household_world import TASK_TYPES
 from skill1_jax.train.evaluate import TYPE_COLUMNS, EvalResult
@@ -93,10 +93,6 @@ CPU_TINY_SWEEP = ("train.steps=4", "train.tasks_per_step=2", "train.group_size=2
 # columns are filled; the easy preset alone plays only pick-and-place.
 HOUSEHOLD_ALL_TYPES = f"env.options.task_types={json.dumps(list(TASK_TYPES))}"
 DEFAULT_SEEDS = {"cpu_tiny": (0,), "paper": (0, 1, 2), "released": (0, 1, 2)}  # the paper reports 3 runs
-
-
-class UsageError(ValueError):
-    """A bad command line or run directory; printed as one line, exit code 2."""
 
 
 class Preempted(RuntimeError):
@@ -371,11 +367,6 @@ WARM_START = flags.DEFINE_bool("warm_start", False, "cpu_tiny: warm-start the ti
 _OVERRIDES: list[str] = []
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def flags_parser(argv: list[str]) -> list[str]:
     """absl parsing with one-line errors (exit 2); ``--<section>.<field>=value`` arguments become overrides."""
     rest = []
@@ -387,13 +378,7 @@ def flags_parser(argv: list[str]) -> list[str]:
             _OVERRIDES.append(arg[2:])
         else:
             rest.append(arg)
-    try:
-        remaining = FLAGS([argv[0]] + rest)
-    except flags.Error as e:
-        fail(str(e).splitlines()[0])
-    if len(remaining) > 1:
-        fail(f"unexpected positional arguments {remaining[1:]}")
-    return remaining
+    return parse_flags(argv[0], rest)
 
 
 def sweep_from_flags(default_variants: Sequence[str]) -> Sweep:
@@ -403,14 +388,7 @@ def sweep_from_flags(default_variants: Sequence[str]) -> Sweep:
         seeds = tuple(int(s) for s in SEEDS.value) if SEEDS.value else DEFAULT_SEEDS[preset]
     except ValueError:
         raise UsageError(f"--seeds {','.join(SEEDS.value)!r}: expected comma-separated integers") from None
-    mesh = None
-    if MESH.value is not None:
-        try:
-            mesh = tuple(int(x) for x in MESH.value.split(","))
-        except ValueError:
-            mesh = ()
-        if len(mesh) != 3 or min(mesh) < 1:
-            raise UsageError(f"--mesh {MESH.value!r}: expected three positive integers 'data,fsdp,tensor'")
+    mesh = parse_mesh(MESH.value)
     for flag in (MODEL_DIR, TOKENIZER_DIR):
         if flag.value is not None and not os.path.isdir(flag.value):
             raise UsageError(f"--{flag.name} {flag.value!r} is not a directory")

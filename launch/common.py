@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from absl import flags
 
+from launch.cli import UsageError, fail, parse_flags, parse_mesh  # noqa: F401 (UsageError, fail: launch API)
 from skill1_jax import config as C
 
 FLAGS = flags.FLAGS
@@ -48,15 +48,6 @@ def _define_field_flags() -> None:
 _define_field_flags()
 
 
-class UsageError(ValueError):
-    """A bad command line; printed as one line, exit code 2."""
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def flags_parser(argv: list[str]) -> list[str]:
     """absl parser that turns every parsing error into one line + exit code 2, and accepts ``--env.options.K=V``."""
     options, rest = [], []
@@ -67,12 +58,7 @@ def flags_parser(argv: list[str]) -> list[str]:
             options.append(arg[2:])
         else:
             rest.append(arg)
-    try:
-        remaining = FLAGS([argv[0]] + rest)
-    except flags.Error as e:
-        fail(str(e).splitlines()[0])
-    if len(remaining) > 1:
-        fail(f"unexpected positional arguments {remaining[1:]}")
+    remaining = parse_flags(argv[0], rest)
     _ENV_OPTIONS[:] = options
     return remaining
 
@@ -105,12 +91,4 @@ def build_config() -> C.ExperimentConfig:
 
 
 def mesh_shape() -> tuple[int, int, int] | None:
-    if MESH.value is None:
-        return None
-    try:
-        shape = tuple(int(x) for x in MESH.value.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UsageError(f"--mesh {MESH.value!r}: expected three positive integers 'data,fsdp,tensor'")
-    return shape
+    return parse_mesh(MESH.value)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 from absl import app, flags
+
+from launch.cli import fail
 
 # Fig. 3: selection precision, task reward, distillation positive rate; Fig. 4: task–skill similarity; Fig. 5: Û.
 FIGURE_METRICS = ("reward/success", "selection/precision", "distill/positive_rate", "distill/u_hat",
@@ -26,11 +27,6 @@ WORKDIR = flags.DEFINE_list("workdir", None, "Run directories (comma-separated) 
 METRICS = flags.DEFINE_list("metrics", list(FIGURE_METRICS), "Metric names to plot, one PNG each.")
 OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/plots for a single run; required for "
                           "several).")
-
-
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def series(workdir: pathlib.Path, name: str) -> tuple[list[int], list[float]]:

@@ -140,10 +140,11 @@ def test_ragged_update_over_length_grouped_micro_batches_equals_one_padded_mini_
         ragged, mr = ragged_update(ragged, [jax.device_put(b) for b in micro])
     for k in ("loss", "loss/util", "loss/rerank", "loss/distill", "grad/norm", "tokens/util", "tokens/distill"):
         assert float(mr[k]) == pytest.approx(float(mp[k]), rel=1e-5, abs=1e-7), k
+    # Float32 rounding only (different summation order); leaving out any micro-batch moves these by percents.
     for a, b in zip(jax.tree.leaves(ragged.params), jax.tree.leaves(padded.params)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)
     for a, b in zip(jax.tree.leaves(ragged.opt_state), jax.tree.leaves(padded.opt_state)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)
     assert int(ragged.step) == 2
 
 

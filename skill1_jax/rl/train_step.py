@@ -195,7 +195,8 @@ def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState,
     """``update(state, micro_batches) -> (state, metrics)``: one optimizer update over micro-batches of any lengths.
 
     Every micro-batch holds ``micro_batch_size`` × (batch devices) rows. Programs compiled: one gradient program
-    per micro-batch shape (bounded by the length ladder of ``rl.rows``) and one AdamW apply. The state is donated.
+    per micro-batch shape (bounded by the length ladder of ``rl.rows``), one AdamW apply and a trivial zeros
+    program. The state is donated.
     Arguments as in ``make_train_step``.
     """
     loss_fn = make_loss_fn(graphdef, cfg)
@@ -219,18 +220,23 @@ def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState,
                     return fn(*args)
             return jax.jit(in_mesh, donate_argnums=donate, out_shardings=out_shardings)
 
-    def first(params, micro, norm):  # one micro-batch: the scan driver's accumulation with a single step
+    def grads_of(params, micro, norm):  # one micro-batch: the scan driver's accumulation with a single step
         return accumulate_gradients(loss_fn, params, micro, norm, 1, constrain_micro, constrain_grads, cast)
 
-    def more(params, acc, micro, norm):
-        grads, metrics = first(params, micro, norm)
+    def zeros(params, micro, norm):  # an empty accumulator (a trivial program; saves a gradient program per shape)
+        grads, metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                      jax.eval_shape(grads_of, params, micro, norm))
+        return constrain_grads(grads), metrics
+
+    def add(params, acc, micro, norm):
+        grads, metrics = grads_of(params, micro, norm)
         return constrain_grads(jax.tree.map(jnp.add, acc[0], grads)), jax.tree.map(jnp.add, acc[1], metrics)
 
     def apply(state, acc, norm):
         grads, metrics = acc
         return apply_update(tx, state, grads, {**metrics, **count_metrics(norm)})
 
-    first_jit, more_jit = jit(first), jit(more, donate=(1,))
+    zeros_jit, add_jit = jit(zeros), jit(add, donate=(1,))
     apply_jit = jit(apply, donate=(0,),
                     out_shardings=None if mesh is None else (state_sh, NamedSharding(mesh, P())))
     normalizers = jax.jit(loss_normalizers)
@@ -244,9 +250,9 @@ def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState,
                 raise ValueError(f"micro-batches differ in rows ({mb.num_rows} vs {micro_batches[0].num_rows})")
         # Mini-batch denominators: token and row counts add over micro-batches.
         norm = functools.reduce(lambda a, b: jax.tree.map(jnp.add, a, b), map(normalizers, micro_batches))
-        acc = first_jit(state.params, micro_batches[0], norm)
-        for mb in micro_batches[1:]:
-            acc = more_jit(state.params, acc, mb, norm)
+        acc = zeros_jit(state.params, micro_batches[0], norm)
+        for mb in micro_batches:
+            acc = add_jit(state.params, acc, mb, norm)
         return apply_jit(state, acc, norm)
 
     return update

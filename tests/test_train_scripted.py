@@ -67,12 +67,23 @@ def scripted_run(tokenizer):
     for _ in range(2):
         lib_before = [dataclasses.replace(r) for r in trainer.library.records()]
         calls_before = len(trainer.policy.calls)
-        metrics = trainer.train_step()
-        steps.append(dict(metrics=metrics, rollouts=trainer.last_rollouts, rewards=trainer.last_rewards,
+        stages = []
+        metrics = trainer.train_step(on_stage=stages.append)
+        steps.append(dict(metrics=metrics, stages=stages, rollouts=trainer.last_rollouts, rewards=trainer.last_rewards,
                           rows=trainer.last_rows, lib_before=lib_before,
                           lib_after=trainer.library.records(), calls=trainer.policy.calls[calls_before:]))
     yield trainer, steps, walk, script
     trainer.close()
+
+
+def test_progress_is_told_every_stage_in_order(scripted_run):
+    _, steps, _, _ = scripted_run
+    for s in steps:
+        turns = max(e.turns for e in s["rollouts"].episodes)
+        ranked = any(len(e.candidates) >= 2 for e in s["rollouts"].episodes)
+        assert s["stages"] == (["query"] + ["rank"] * ranked + [f"action {t + 1}" for t in range(turns)]
+                               + ["distill", "update", "library"])
+    assert "rank" not in steps[0]["stages"] and "rank" in steps[1]["stages"]  # step 2 retrieves step 1's skills
 
 
 def test_step1_rewards_and_advantages_match_hand_computation(scripted_run):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -104,6 +104,7 @@ class RolloutContext:
     encoder: Any  # skills.SentenceEncoder-like: encode(list[str]) -> [n, 384]
     references: ReferenceTrajectories
     seed: int = 0
+    on_stage: Callable[[str], None] | None = None  # told each stage as it starts (progress bars)
 
 
 def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], texts: Sequence[str], mode: str,
@@ -111,6 +112,8 @@ def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], text
     """One batched policy call; records each reply as a segment of its episode (unless ``kind`` is None)."""
     if not episodes:
         return []
+    if ctx.on_stage is not None:
+        ctx.on_stage(f"{stage} {turn + 1}" if stage == "action" else stage)
     start = time.perf_counter()
     requests = [Request(prompt=t, rollout=e.rollout, task=e.task_text, task_id=e.task.task_id, turn=turn) for e, t in zip(episodes, texts)]
     replies = ctx.policy.generate(stage, requests, mode, rng)

@@ -274,10 +274,11 @@ class Trainer:
             trained.append(Segment.DISTILL)
         self.trained_kinds = tuple(trained)  # a segment whose term has weight 0 is not worth a forward pass
 
-    def context(self) -> RolloutContext:
+    def context(self, on_stage: Callable[[str], None] | None = None) -> RolloutContext:
         self._sync_policy()
         return RolloutContext(config=self.config, policy=self.policy, pool=self.pool, library=self.library,
-                              encoder=self.encoder, references=self.references, seed=self.config.train.seed)
+                              encoder=self.encoder, references=self.references, seed=self.config.train.seed,
+                              on_stage=on_stage)
 
     def _sync_policy(self) -> None:
         """Points the model policy at the current params (with several processes: at a local copy, made once per
@@ -287,11 +288,13 @@ class Trainer:
             self._policy_params = self.learner.params
 
     def train_step(self, on_stage: Callable[[str], None] | None = None) -> dict[str, float]:
-        """One step of Algorithm 1; returns its metrics (also written to the metrics writer)."""
+        """One step of Algorithm 1; returns its metrics (also written to the metrics writer). ``on_stage`` is told
+        each stage as it starts (query, rank, action <turn>, distill, update, library)."""
         step = self.step + 1
         start = time.perf_counter()
+        tell = on_stage or (lambda stage: None)
         tasks = [self.train_tasks[i] for i in self.tasks.take(self.config.train.tasks_per_step)]
-        rollouts = collect_shared(self.context(), tasks, self.config.train.group_size, "train",
+        rollouts = collect_shared(self.context(on_stage), tasks, self.config.train.group_size, "train",
                                   jax.random.fold_in(self.key, step), step)
         seconds = dict(rollouts.seconds)
         rewards = rewards_and_advantages(rollouts, self.learner.rl.adv_eps)
@@ -299,8 +302,10 @@ class Trainer:
         batches = mini_batches(rows, mini_batch_size=self.learner.rl.mini_batch_size,
                                row_unit=self.learner.row_unit, length_bucket=self.config.train.length_bucket,
                                seed=int(np.random.SeedSequence([self.config.train.seed, step]).generate_state(1)[0]))
+        tell("update")
         update_metrics = self.learner.update(batches, seconds)
         self._sync_policy()
+        tell("library")
         lib_start = time.perf_counter()
         metrics = {}
         if self.library is not None:
@@ -342,7 +347,7 @@ class Trainer:
             results.append(self.evaluate())
         bar = tqdm(range(self.step, total), initial=self.step, total=total, desc="skill1", disable=not progress)
         for _ in bar:
-            m = self.train_step()
+            m = self.train_step(on_stage=lambda stage: bar.set_description_str(f"skill1 [{stage}]"))
             bar.set_postfix(success=f"{m['reward/success']:.2f}", lib=int(m.get("library/size", 0)),
                             s=f"{m['seconds/step']:.1f}")
             if (t.eval_every and self.step % t.eval_every == 0) or self.step == total:

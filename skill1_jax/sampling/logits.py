@@ -26,8 +26,9 @@ _BLOCK = 32
 # Candidates read for a top-p nucleus without top-k. A peaked (trained) distribution's nucleus lies within them;
 # a flatter one falls back to bisection over V.
 _NUCLEUS_CANDIDATES = 256
-# Rows bisected together when a nucleus is wider than the candidates (one per core).
-_BISECT_ROWS = 2
+# Rows bisected together when a nucleus is wider than the candidates: their 2.4 MB of logits stay in cache through
+# the passes (at batch 32, 4 ran 10-15 % faster than 1 or 2 in two interleaved runs on the 2-core CPU).
+_BISECT_ROWS = 4
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,8 +52,10 @@ def test_gradient_accumulation_over_4_micro_batches_equals_one_big_batch(tiny, b
     assert float(m4["grad/norm"]) == pytest.approx(float(m1["grad/norm"]), rel=1e-5)
     for k in ("loss", "loss/util", "loss/rerank", "loss/distill", "kl/ref", "pg/clipfrac"):
         assert float(m4[k]) == pytest.approx(float(m1[k]), rel=1e-5, abs=1e-7), k
+    # AdamW's first update is ~lr·g/|g|: on an element whose gradient is near float32 rounding noise, summation order
+    # shows at 1e-6 (lr 1e-3); a wrong accumulation moves params by ~lr.
     for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(s1.params)):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(a, b, atol=1e-5)
     assert float(m4["skipped"]) == 0.0
     changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(s4.params), jax.tree.leaves(params))]
     assert all(changed)

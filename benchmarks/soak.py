@@ -48,7 +48,7 @@ OUT = REPO / "benchmarks" / "results" / "soak.json"
 TMP_MARK = ".orbax-checkpoint-tmp"
 ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ARGS.add_argument("--kills", type=int, default=10, help="SIGKILLs of the soaked run")
-ARGS.add_argument("--steps", type=int, default=6, help="training steps of each run")
+ARGS.add_argument("--steps", type=int, default=12, help="training steps of each run (enough for 10 kills before it ends)")
 ARGS.add_argument("--seed", type=int, default=0, help="run seed (same for both runs) and kill-schedule seed")
 ARGS.add_argument("--policy", choices=("coached", "model"), default="coached")
 ARGS.add_argument("--root", default=None, help="scratch folder (default: a new temporary one)")

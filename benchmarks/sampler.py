@@ -24,7 +24,9 @@ each.
   decode tokens/s  = B · (new_tokens − 1) / decode time (ours: ``Sampler.decode``; HF: generate − prefill)
 
 Sampling share: the decode is also run with temperature 1, top-p 0.9, top-k 50, and ``sample_logits`` alone is
-timed on [B, 151,936] logits with that configuration; its share is that time over the sampled decode step.
+timed on [B, 151,936] logits with that configuration; its share is that time over the sampled decode step. Top-p
+0.9 alone is timed the same way: on these logits (4 · N(0, 1), a nucleus of ~500 tokens, wider than the 256
+candidates) every row takes the exact bisection fallback, the worst case of ``sampling/logits.py``.
 
 Every time is the fastest of ``--repeats`` runs (the least disturbed one on a shared machine; the limits are
 measured the same way, so the fractions compare like with like), after a warm-up call (compile time is reported
@@ -60,6 +62,7 @@ from skill1_jax.sampling import Sampler, SamplingConfig, sample_logits  # noqa: 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampler.json")
 GOALS = {"batch1_decode_fraction_of_bandwidth_bound": 0.70, "batch32_decode_fraction_of_matmul_bound": 0.60}
 TOP_P_K = dict(temperature=1.0, top_p=0.9, top_k=50)
+TOP_P = dict(temperature=1.0, top_p=0.9)
 
 
 def _timed(fn):
@@ -167,6 +170,8 @@ def bench_batch(b: int, args, cfg: ModelConfig, model_parts, sampler: Sampler, h
     steps = args.new_tokens - 1
     step_s, sampled_step_s = o_dec / steps, min(r[1] for r in sampled) / steps
     sampling_s = _sampling_step_s(b, cfg.vocab_size, top_p_k, args.repeats)
+    top_p_s = _sampling_step_s(b, cfg.vocab_size, SamplingConfig(max_new_tokens=args.new_tokens, **TOP_P),
+                               args.repeats)
     row = {
         "batch": b,
         "ours": {"prefill_tok_s": b * args.prompt_len / o_pre, "decode_tok_s": b * steps / o_dec,
@@ -180,6 +185,9 @@ def bench_batch(b: int, args, cfg: ModelConfig, model_parts, sampler: Sampler, h
         "top_p_k_decode_step_s": sampled_step_s,
         "top_p_k_sampling_s": sampling_s,
         "top_p_k_sampling_share_of_decode_step": sampling_s / sampled_step_s,
+        "top_p_only_sampling_s": top_p_s,
+        # The sampled step with top-p alone instead: the greedy step plus this sampling time.
+        "top_p_only_sampling_share_of_decode_step_est": top_p_s / (step_s + top_p_s),
     }
     print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if not isinstance(v, dict)},
           flush=True)
@@ -241,7 +249,7 @@ def main() -> None:
                   "dtype": "float32", "params": cfg.num_params(), "weight_bytes": 4 * sum(multiplied_params(cfg)),
                   "kv_bytes_per_token": kv_bytes_per_slot(cfg)},
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
-        "threads": args.threads, "top_p_k_config": TOP_P_K,
+        "threads": args.threads, "top_p_k_config": TOP_P_K, "top_p_only_config": TOP_P,
         "limits": {"memory_bandwidth_gb_s": limits.bandwidth / 1e9, "matmul_gflop_s": limits.flops / 1e9,
                    "how": "best of the run: jitted float32 sum over 1 GiB; jitted 2048 x 2048 float32 matmul"},
         "goals": goals,

@@ -12,7 +12,6 @@ JAX_PLATFORMS and XLA_FLAGS (the local CPU device count) come from the environme
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 
@@ -21,16 +20,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from skill1_jax import config as C
-from skill1_jax.envs import base
 from skill1_jax.model.tokenizer import load_tokenizer
 from skill1_jax.parallel.distributed import initialize_distributed
 from skill1_jax.train import run
 from skill1_jax.train.checkpoint import library_to_json
 from skill1_jax.train.multihost import sampling_params
 from skill1_jax.train.policy import ScriptedPolicy
-from skill1_jax.train.trainer import TaskSampler
 
-from train_helpers import TEST_MODEL, ConstantEncoder, HouseholdScript, expert_actions
+from train_helpers import ConstantEncoder, HouseholdScript, household_walkthroughs, scripted_household_config
 
 # Rollouts 0 and 3 follow the expert: attempt 0 at the step's first task, attempt 1 at its second. The second task
 # is played by process 1 of two, so its rollouts must be numbered as in one process for the runs to agree.
@@ -42,25 +39,10 @@ def config() -> C.ExperimentConfig:
 
     λ2 = 0 keeps the long distill rows out of the update (a 3× longer micro-batch otherwise); the rollouts are still
     distilled and the distillations admitted to the library."""
-    cfg = C.cpu_tiny()
-    return cfg.replace(
-        model=TEST_MODEL, variant="lambda2_0",
-        env=dataclasses.replace(cfg.env, options=(("num_eval", 4), ("num_train", 30), ("preset", "easy")),
-                                max_turns=4),
-        generation=dataclasses.replace(cfg.generation, max_query_tokens=48, max_rank_tokens=16,
-                                       max_action_tokens=48, max_distill_tokens=256),
-        rl=cfg.rl.replace(micro_batch_size=12, mini_batch_size=24),
-        train=dataclasses.replace(cfg.train, steps=2, tasks_per_step=2, group_size=2, eval_every=0, eval_tasks=1,
-                                  eval_before_train=False, checkpoint_every=1, keep_checkpoints=2,
-                                  length_bucket=512))
-
-
-def walkthroughs(cfg: C.ExperimentConfig) -> dict[str, list[str]]:
-    env = base.make_env("household", **cfg.env.kwargs)
-    train = env.tasks("train")
-    tasks = [train[i] for i in TaskSampler(len(train), cfg.train.seed).take(cfg.train.steps * cfg.train.tasks_per_step)]
-    tasks += env.tasks("eval")[:cfg.train.eval_tasks]
-    return {t.task_id: expert_actions("household", cfg.env.kwargs, t) for t in tasks}
+    return scripted_household_config(
+        max_turns=4, variant="lambda2_0", rl=dict(micro_batch_size=12, mini_batch_size=24),
+        train=dict(steps=2, tasks_per_step=2, group_size=2, eval_every=0, eval_tasks=1, eval_before_train=False,
+                   checkpoint_every=1, keep_checkpoints=2, length_bucket=512))
 
 
 def digest(tree) -> str:
@@ -80,7 +62,7 @@ def main() -> None:
     if args.num_processes:
         initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     cfg = config()
-    policy = ScriptedPolicy(HouseholdScript(walkthroughs(cfg), experts=EXPERTS), load_tokenizer(args.tokenizer_dir),
+    policy = ScriptedPolicy(HouseholdScript(household_walkthroughs(cfg), experts=EXPERTS), load_tokenizer(args.tokenizer_dir),
                             cfg.generation)
     opts = run.RunOptions(workdir=args.workdir, model_dir=args.model_dir, tokenizer_dir=args.tokenizer_dir,
                           progress=False,

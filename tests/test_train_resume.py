@@ -19,38 +19,20 @@ from skill1_jax.metrics import read_jsonl
 from skill1_jax.train import run as run_mod
 from skill1_jax.train.checkpoint import Checkpointer
 from skill1_jax.train.policy import ScriptedPolicy
-from skill1_jax.train.trainer import TaskSampler
 
-from train_helpers import TEST_MODEL, ConstantEncoder, HouseholdScript, expert_actions
+from train_helpers import ConstantEncoder, HouseholdScript, household_walkthroughs, scripted_household_config
 
 
 def resume_config() -> C.ExperimentConfig:
-    base = C.cpu_tiny()
-    return base.replace(
-        model=TEST_MODEL,
-        env=dataclasses.replace(base.env, options=(("num_eval", 4), ("num_train", 30), ("preset", "easy")),
-                                max_turns=5),
-        generation=dataclasses.replace(base.generation, max_query_tokens=48, max_rank_tokens=16,
-                                       max_action_tokens=48, max_distill_tokens=256),
-        rl=base.rl.replace(micro_batch_size=4, mini_batch_size=16),
-        train=dataclasses.replace(base.train, steps=4, tasks_per_step=1, group_size=2, eval_every=0, eval_tasks=1,
-                                  eval_before_train=False, checkpoint_every=1, keep_checkpoints=3))
+    return scripted_household_config(
+        max_turns=5, rl=dict(micro_batch_size=4, mini_batch_size=16),
+        train=dict(steps=4, tasks_per_step=1, group_size=2, eval_every=0, eval_tasks=1, eval_before_train=False,
+                   checkpoint_every=1, keep_checkpoints=3))
 
 
 @pytest.fixture(scope="module")
-def script(demo_tokenizer):
-    cfg = resume_config()
-    from skill1_jax.envs import base
-
-    env = base.make_env("household", **cfg.env.kwargs)
-    tasks = env.tasks("train")
-    order = TaskSampler(len(tasks), cfg.train.seed)
-    walk = {}
-    for i in order.take(cfg.train.steps * cfg.train.tasks_per_step):
-        walk[tasks[i].task_id] = expert_actions("household", cfg.env.kwargs, tasks[i])
-    for t in env.tasks("eval")[:cfg.train.eval_tasks]:
-        walk[t.task_id] = expert_actions("household", cfg.env.kwargs, t)
-    return walk
+def script():
+    return household_walkthroughs(resume_config())
 
 
 def run(cfg, workdir, tokenizer_dir, walk, tokenizer, resume=False, max_steps=None):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from skill1_jax import config as C
 from skill1_jax.envs import base
 from skill1_jax.model.config import ModelConfig
 
@@ -92,3 +94,28 @@ def ending_policy_params(params, token_id: int, scale: float = 40.0):
     embed[token_id] *= scale
     params["embed"][...] = jnp.asarray(embed)
     return params
+
+
+def scripted_household_config(*, max_turns: int, rl: dict, train: dict, **changes) -> C.ExperimentConfig:
+    """``cpu_tiny`` with the test model on a small easy household world (30 train / 4 eval tasks), reply limits the
+    scripted replies fit, and the given ``rl`` / ``train`` fields (``changes``: other config fields, e.g. variant)."""
+    cfg = C.cpu_tiny()
+    return cfg.replace(
+        model=TEST_MODEL,
+        env=dataclasses.replace(cfg.env, options=(("num_eval", 4), ("num_train", 30), ("preset", "easy")),
+                                max_turns=max_turns),
+        generation=dataclasses.replace(cfg.generation, max_query_tokens=48, max_rank_tokens=16,
+                                       max_action_tokens=48, max_distill_tokens=256),
+        rl=cfg.rl.replace(**rl), train=dataclasses.replace(cfg.train, **train), **changes)
+
+
+def household_walkthroughs(cfg: C.ExperimentConfig) -> dict[str, list[str]]:
+    """Expert walkthroughs (task id → commands) of every task a household run of ``cfg`` trains on, in its task
+    order, and of its evaluation panel."""
+    from skill1_jax.train.trainer import TaskSampler
+
+    env = base.make_env("household", **cfg.env.kwargs)
+    train_tasks = env.tasks("train")
+    order = TaskSampler(len(train_tasks), cfg.train.seed).take(cfg.train.steps * cfg.train.tasks_per_step)
+    tasks = [train_tasks[i] for i in order] + list(env.tasks("eval")[:cfg.train.eval_tasks])
+    return {t.task_id: expert_actions("household", cfg.env.kwargs, t) for t in tasks}

@@ -80,7 +80,8 @@ def train_state_shardings(state: TrainState, mesh: Mesh, rules: Mapping[str, Any
     return tree_shardings(state, mesh, rules)
 
 
-def _batch_devices(mesh: Mesh | None, rules: Mapping[str, Any]) -> int:
+def batch_devices(mesh: Mesh | None, rules: Mapping[str, Any] = DEFAULT_RULES) -> int:
+    """Devices a batch's rows are split over: the product of the rule table's ``batch`` mesh axes (1 without a mesh)."""
     if mesh is None:
         return 1
     axes = rules["batch"]
@@ -156,7 +157,7 @@ def make_train_step(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState, me
     """
     loss_fn = make_loss_fn(graphdef, cfg)
     tx = make_optimizer(cfg)
-    ndev = _batch_devices(mesh, rules)
+    ndev = batch_devices(mesh, rules)
     # Gradients per micro-batch in the compute dtype (bfloat16: the 7B update's largest temporary halves).
     cast = functools.partial(compute_params, graphdef)
 
@@ -202,7 +203,7 @@ def make_ragged_update(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState,
     loss_fn = make_loss_fn(graphdef, cfg)
     cast = functools.partial(compute_params, graphdef)
     tx = make_optimizer(cfg)
-    ndev = _batch_devices(mesh, rules)
+    ndev = batch_devices(mesh, rules)
     if mesh is None:
         constrain_micro = constrain_grads = lambda x: x
 
@@ -265,7 +266,7 @@ def make_logprob_fn(graphdef: nnx.GraphDef, cfg: RLConfig, params: nnx.State, me
     Runs the training forward in micro-batches of ``micro_batch_size`` rows per device (memory as in training);
     rows must divide accordingly. ``params`` (concrete or abstract) gives the sharding structure.
     """
-    ndev = _batch_devices(mesh, rules)
+    ndev = batch_devices(mesh, rules)
 
     def logprobs(params: nnx.State, batch: TrainBatch) -> Array:
         model = nnx.merge(graphdef, params)

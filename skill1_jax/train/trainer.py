@@ -37,8 +37,8 @@ from skill1_jax.envs.pool import EnvPool, SerialPool
 from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
 from skill1_jax.rl.rows import Row, mini_batches, row_stats
-from skill1_jax.rl.train_step import (TrainState, init_train_state, make_logprob_fn, make_ragged_update,
-                                     train_state_shardings)
+from skill1_jax.rl.train_step import (TrainState, batch_devices, init_train_state, make_logprob_fn,
+                                     make_ragged_update, train_state_shardings)
 from skill1_jax.skills import SkillDraft, SkillLibrary
 from skill1_jax.train.evaluate import EvalResult, eval_key, evaluate
 from skill1_jax.train.multihost import collect_shared, coordinator_update, sampling_params
@@ -125,8 +125,7 @@ class Learner:
         self.train_step = make_ragged_update(graphdef, self.rl, self.state, mesh)
         self._batch_sharding = None if mesh is None else batch_shardings(mesh)
         self.ref_logprobs = make_logprob_fn(graphdef, self.rl, self.ref_params, mesh)
-        data = 1 if mesh is None else int(np.prod([mesh.shape[a] for a in ("data", "fsdp") if a in mesh.shape]))
-        self.row_unit = self.rl.micro_batch_size * data
+        self.row_unit = self.rl.micro_batch_size * batch_devices(mesh)
 
     @property
     def params(self) -> Any:

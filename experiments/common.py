@@ -116,8 +116,10 @@ class Sweep:
         built once under ``<workdir_root>/policy/``.
       mesh_shape: (data, fsdp, tensor) for the update; None = one device.
       read_only: never train; unfinished runs are left out of the table (and listed below it).
-      warm_start: cpu_tiny only: warm-start the tiny policy by SFT (``tiny_policy.warm_start``; tens of minutes).
+      warm_start: cpu_tiny only: start from the shipped warm start (``tiny_policy.SHIPPED_POLICY``) instead of a
+        random-init tiny policy.
       progress: tqdm bars during training.
+      cpu_tiny_sizing: overrides applied first for cpu_tiny (the table's run sizes, ``CPU_TINY_SWEEP`` by default).
     """
 
     preset: str
@@ -132,6 +134,7 @@ class Sweep:
     read_only: bool = False
     warm_start: bool = False
     progress: bool = True
+    cpu_tiny_sizing: tuple[str, ...] = CPU_TINY_SWEEP
 
     def __post_init__(self):
         unknown = [v for v in self.variants if v not in C.VARIANTS]
@@ -151,7 +154,7 @@ class Sweep:
         """The run's config: preset → cpu_tiny sweep sizing → overrides → variant and seed."""
         sizing = ()
         if self.preset == "cpu_tiny":
-            sizing = CPU_TINY_SWEEP + ((HOUSEHOLD_ALL_TYPES,) if self.env_name == "household" else ())
+            sizing = self.cpu_tiny_sizing + ((HOUSEHOLD_ALL_TYPES,) if self.env_name == "household" else ())
         return C.override(C.preset(self.preset, self.env_name),
                           [*sizing, *self.overrides, f"variant={variant}", f"train.seed={seed}"])
 
@@ -173,6 +176,7 @@ class Run:
     workdir: pathlib.Path
     final: EvalResult  # the evaluation after the last step
     metrics: list[dict[str, Any]]  # metrics.jsonl rows
+    evaluations: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # eval.jsonl rows, in step order
 
     def metric(self, name: str, step: int) -> float | None:
         """``name`` at training step ``step`` (the last row written for that step), or None when absent."""
@@ -215,7 +219,7 @@ def read_run(variant: str, seed: int, workdir: pathlib.Path, final_step: int) ->
             return None
     fields = {f.name for f in dataclasses.fields(EvalResult)}
     return Run(variant, seed, workdir, EvalResult(**{k: v for k, v in final.items() if k in fields}),
-               read_jsonl(workdir / "metrics.jsonl"))
+               read_jsonl(workdir / "metrics.jsonl"), read_jsonl(workdir / "eval.jsonl"))
 
 
 def has_checkpoints(workdir: pathlib.Path) -> bool:
@@ -224,10 +228,12 @@ def has_checkpoints(workdir: pathlib.Path) -> bool:
 
 
 def tiny_policy_dir(root: str, warm_start: bool) -> str:
-    """The cpu_tiny policy, built once per workdir root (and warm-started once when asked); the build writes to a
-    temporary folder renamed into place, so an interrupted build is redone rather than half read."""
+    """The cpu_tiny policy: the shipped warm start, or a random-init one built once per workdir root (written to a
+    temporary folder renamed into place, so an interrupted build is redone rather than half read)."""
     from skill1_jax.train import tiny_policy
 
+    if warm_start:
+        return tiny_policy.shipped_warm_start()
     base = pathlib.Path(root).absolute() / "policy"
 
     def cached(name: str, build: Callable[[str], Any]) -> str:
@@ -241,8 +247,7 @@ def tiny_policy_dir(root: str, warm_start: bool) -> str:
             os.replace(tmp, path)
         return str(path)
 
-    init = cached("init", tiny_policy.build_tiny_policy)
-    return cached("warm_start", lambda out: tiny_policy.warm_start(init, out)) if warm_start else init
+    return cached("init", tiny_policy.build_tiny_policy)
 
 
 def policy_dirs(sweep: Sweep) -> tuple[str | None, str | None]:
@@ -337,7 +342,7 @@ def notes(sweep: Sweep, runs: Mapping[str, Sequence[Run]]) -> list[str]:
              f"G = {t.group_size}, final evaluation on {t.eval_tasks or 'all'} {cfg.env.eval_split} tasks; "
              f"mean ± sample std over the seeds that finished (n); runs in {sweep.group_dir}."]
     if sweep.preset == "cpu_tiny":
-        lines.append(f"cpu_tiny is a {'warm-started' if sweep.warm_start else 'random-init'} 3.5 M-parameter policy "
+        lines.append(f"cpu_tiny is a {'warm-started' if sweep.warm_start else 'random-init'} 1 M-parameter policy "
                      f"in the built-in household world for a few steps: it checks the pipeline end to end and is not a "
                      f"reproduction; the paper's numbers (Qwen2.5-7B-Instruct, ALFWorld/WebShop, 150 steps) are "
                      f"shown for the layout.")
@@ -361,8 +366,8 @@ TOKENIZER_DIR = flags.DEFINE_string("tokenizer_dir", None, "Tokenizer dir; witho
                                     "initialised randomly from the config's model section.")
 MESH = flags.DEFINE_string("mesh", None, "Device mesh 'data,fsdp,tensor' (e.g. 1,8,1); default one device.")
 READ_ONLY = flags.DEFINE_bool("read_only", False, "Only read finished runs; never train.")
-WARM_START = flags.DEFINE_bool("warm_start", False, "cpu_tiny: warm-start the tiny policy by SFT first (tens of "
-                               "minutes on 2 cores, cached under --workdir_root).")
+WARM_START = flags.DEFINE_bool("warm_start", False, "cpu_tiny: start from the shipped warm-started tiny policy "
+                               "(skill1_jax/train/demo_policy) instead of a random-init one.")
 
 _OVERRIDES: list[str] = []
 
@@ -381,7 +386,7 @@ def flags_parser(argv: list[str]) -> list[str]:
     return parse_flags(argv[0], rest)
 
 
-def sweep_from_flags(default_variants: Sequence[str]) -> Sweep:
+def sweep_from_flags(default_variants: Sequence[str], cpu_tiny_sizing: tuple[str, ...] = CPU_TINY_SWEEP) -> Sweep:
     """The sweep the command line asks for; every override is applied once here so a bad one fails before any run."""
     preset = PRESET.value
     try:
@@ -392,12 +397,13 @@ def sweep_from_flags(default_variants: Sequence[str]) -> Sweep:
     for flag in (MODEL_DIR, TOKENIZER_DIR):
         if flag.value is not None and not os.path.isdir(flag.value):
             raise UsageError(f"--{flag.name} {flag.value!r} is not a directory")
-    if WARM_START.value and preset != "cpu_tiny":
-        raise UsageError("--warm_start builds the cpu_tiny policy; other presets start from --model_dir")
+    warm_start = WARM_START.value and preset == "cpu_tiny"  # a script's default applies to cpu_tiny only
+    if WARM_START.value and preset != "cpu_tiny" and FLAGS["warm_start"].present:
+        raise UsageError("--warm_start is the cpu_tiny policy; other presets start from --model_dir")
     sweep = Sweep(preset=preset, env=ENV.value, variants=tuple(VARIANTS.value or default_variants), seeds=seeds,
                   workdir_root=WORKDIR_ROOT.value, overrides=tuple(_OVERRIDES), model_dir=MODEL_DIR.value,
                   tokenizer_dir=TOKENIZER_DIR.value, mesh_shape=mesh, read_only=READ_ONLY.value,
-                  warm_start=WARM_START.value)
+                  warm_start=warm_start, cpu_tiny_sizing=cpu_tiny_sizing)
     sweep.config(sweep.variants[0], sweep.seeds[0])  # raises ValueError naming a bad override
     if not sweep.read_only and sweep.preset != "cpu_tiny":
         policy_dirs(sweep)  # the model dir is required before hours of runs start, not after
@@ -413,15 +419,17 @@ def enable_compile_cache(sweep: Sweep) -> None:
 
 
 def main(render: Callable[[Sweep, Mapping[str, Sequence[Run]]], str], default_variants: Sequence[str],
-         filename: str) -> None:
+         filename: str, cpu_tiny_sizing: tuple[str, ...] = CPU_TINY_SWEEP, warm_start_default: bool = False) -> None:
     """The table scripts' entry point: flags → sweep → run or read → print the table (and save it as
-    ``<group_dir>/<filename>``)."""
+    ``<group_dir>/<filename>``). ``cpu_tiny_sizing`` and ``warm_start_default`` are the script's cpu_tiny run sizes
+    and ``--warm_start`` default."""
+    FLAGS.set_default("warm_start", warm_start_default)
 
     def _main(argv):
         del argv
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            sweep = sweep_from_flags(default_variants)
+            sweep = sweep_from_flags(default_variants, cpu_tiny_sizing)
         except ValueError as e:  # UsageError and bad overrides
             fail(str(e))
         if not sweep.read_only:

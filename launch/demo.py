@@ -2,20 +2,25 @@
 
     python -m launch.demo --workdir=runs/demo          (what `make demo` runs)
 
-Builds a tiny Qwen2 policy with its own household BPE tokenizer, warm-starts it on expert demonstrations of three
-of the six task types, trains it with Skill1 and with plain GRPO from that warm start, and evaluates all three on
-held-out household tasks. See `skill1_jax/train/demo.py` for what is written where.
+Starts from the shipped tiny Qwen2 policy (its own household BPE tokenizer, warm-started on expert demonstrations
+of three of the six task types; rebuilt by `python -m launch.build_demo_policy`), trains it with Skill1 and with
+plain GRPO, and evaluates all three on held-out household tasks. See `skill1_jax/train/demo.py` for what is written
+where.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from absl import app, flags
 
+from launch.cli import fail, parse_flags
+
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory (everything the demo writes goes here).")
 _STEPS = flags.DEFINE_integer("rl_steps", 30, "RL steps of Skill1 and of GRPO.")
-_SFT_STEPS = flags.DEFINE_integer("sft_steps", 180, "Warm-start (supervised) updates.")
+_WARM_START = flags.DEFINE_string("warm_start", None, "Starting policy (HF dir with tokenizer, e.g. from "
+                                  "launch.build_demo_policy); default: the shipped warm start.")
 _EVAL_TASKS = flags.DEFINE_integer("eval_tasks", 36, "Held-out evaluation tasks.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed.")
 
@@ -25,7 +30,9 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from skill1_jax.train.demo import DemoOptions, run_demo
 
-    out = run_demo(_WORKDIR.value, DemoOptions(rl_steps=_STEPS.value, sft_steps=_SFT_STEPS.value,
+    if _WARM_START.value is not None and not os.path.isfile(os.path.join(_WARM_START.value, "config.json")):
+        fail(f"--warm_start {_WARM_START.value!r} is not an HF model dir (no config.json)")
+    out = run_demo(_WORKDIR.value, DemoOptions(rl_steps=_STEPS.value, warm_start=_WARM_START.value,
                                                eval_tasks=_EVAL_TASKS.value, seed=_SEED.value))
     root = out["root"]
     print("\n" + out["table"] + "\n")
@@ -35,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: parse_flags(argv[0], argv[1:]))

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from experiments import common, table1, table2, table3
+from experiments import common, learning_curves, table1, table2, table3
 from launch import plot as plot_mod
 from train_helpers import TEST_MODEL, ConstantEncoder
 
@@ -145,6 +145,29 @@ def test_read_only_tables_give_mean_and_sample_std_over_seeds_and_list_missing_r
     assert "paper step 20 → our step 1, 60 → our step 2, 100 → our step 3" in text3
     # Slowdown over GRPO from the seed means: 8/5, 3/1, 4/2; the paper's 386.6/301.3, 444.3/274.1, 493.8/296.7.
     assert "ours 1.60× / 3.00× / 2.00×; paper 1.28× / 1.62× / 1.66×" in text3
+
+
+def test_learning_curves_table_has_mean_and_std_per_evaluation_step_and_writes_the_png(tmp_path):
+    sweep = common.Sweep(preset="cpu_tiny", variants=("skill1", "no_library"), seeds=(0, 1),
+                         workdir_root=str(tmp_path), read_only=True, warm_start=True,
+                         cpu_tiny_sizing=learning_curves.CPU_TINY_CURVES)
+    assert sweep.config("skill1", 0).train.steps == 12 and sweep.config("skill1", 0).train.eval_every == 4
+    pick = "pick_and_place_simple"
+    curves = {("skill1", 0): [10.0, 20.0, 40.0], ("skill1", 1): [10.0, 30.0, 60.0], ("no_library", 0): [10.0, 5.0, 15.0]}
+    for (variant, seed), successes in curves.items():
+        fake_run(sweep, variant, seed, {pick: successes[-1]}, {12: 1.0}, None)
+        evals = [{"step": step, "env": "household", "success": v, "score": v, "per_type": {pick: v}, "num_tasks": 24}
+                 for step, v in zip((0, 4, 12), successes)]
+        (sweep.run_dir(variant, seed) / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+    text = learning_curves.table(sweep, common.collect(sweep))
+    rows = table_rows(text)
+    # 20 and 30: mean 25, sample std 7.07; 40 and 60: mean 50, std 14.14.
+    assert [rows["Skill1 (ours, n=2)"][f"step {k}"] for k in (0, 4, 12)] == ["10.0 ± 0.0", "25.0 ± 7.1", "50.0 ± 14.1"]
+    assert rows["GRPO (no library) (ours, n=1)"]["step 4"] == "5.0"
+    assert rows["Skill1 (ours, n=2)"]["final Pick"] == "50.0 ± 14.1"
+    png = sweep.group_dir / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(png) in text
+    assert "Not finished (left out): no_library seed 1." in text
 
 
 def test_a_run_directory_with_other_settings_is_refused_naming_the_field(tmp_path):

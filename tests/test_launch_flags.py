@@ -42,6 +42,23 @@ def test_bad_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path, args, 
     assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("module, args, needle", [
+    ("launch.build_demo_policy", [], "--out"),
+    ("launch.build_demo_policy", ["--out={existing}"], "not empty"),
+    ("launch.demo", ["--warm_start={missing}"], "not an HF model dir"),
+])
+def test_demo_command_lines_fail_in_one_line_and_overwrite_nothing(tmp_path, module, args, needle):
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    paths = {"existing": existing, "missing": tmp_path / "missing"}
+    proc = launch(module, *[a.format(**paths) for a in args], f"--workdir={tmp_path / 'demo'}"
+                  if module == "launch.demo" else "--seed=0")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and needle in errors[0], proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"] and os.listdir(existing) == ["keep.txt"]
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     workdir = tmp_path / "run"
     (workdir / "checkpoints" / "3").mkdir(parents=True)

@@ -1,10 +1,11 @@
-"""The CPU demo as a function: tiny policy → supervised warm start → Skill1 RL and plain GRPO → held-out table.
+"""The CPU demo as a function: warm-started tiny policy → Skill1 RL and plain GRPO → held-out table.
 
 Every stage runs the same code as a 7B run (``train.run.train`` with the ``cpu_tiny`` config); only the sizes
-differ. The run directory holds:
+differ. The policy starts from the warm start shipped in the package (`tiny_policy.SHIPPED_POLICY`, rebuilt by
+``python -m launch.build_demo_policy`` in ~30 CPU-minutes) or from another such directory. The run directory holds:
 
-  policy_init/    the random-init tiny policy (HF dir: config, safetensors, household BPE tokenizer)
-  policy_warm/    after the warm start (supervised on expert demonstrations of a subset of the task types)
+  policy_warm/    a copy of the starting policy (HF dir: config, safetensors, household BPE tokenizer,
+                  warm_start.json: how it was trained)
   skill1/, grpo/  the two RL runs (checkpoints, library, metrics.jsonl, tb/, metrics.png, eval.jsonl, results.json)
   results.md      the held-out table (warm start, GRPO, Skill1), paper layout
   results.json    the same numbers, per task type
@@ -17,28 +18,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import pathlib
+import shutil
 import time
 from typing import Any
 
 from skill1_jax import config as C
 from skill1_jax.train import run
 from skill1_jax.train.evaluate import EvalResult, markdown_table
-from skill1_jax.train.tiny_policy import DEMO_ENV, WARM_START_TYPES, build_tiny_policy, warm_start
+from skill1_jax.train.tiny_policy import DEMO_ENV, WARM_START_TYPES, shipped_warm_start
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoOptions:
-    """Sizes of the demo (defaults: ~10–15 minutes on 2 cores).
+    """Sizes of the demo (defaults: ~10 minutes on 2 cores).
 
     Attributes:
       rl_steps: Skill1 / GRPO training steps.
       tasks_per_step, group_size: N × G.
       max_turns: episode limit of the household world.
       eval_tasks: held-out panel (the household "eval" split, all six task types).
-      sft_steps: warm-start updates.
+      warm_start: the starting policy's HF dir; None = the shipped warm start.
       seed: run seed.
     """
 
@@ -47,7 +50,7 @@ class DemoOptions:
     group_size: int = 4
     max_turns: int = 8
     eval_tasks: int = 36
-    sft_steps: int = 180
+    warm_start: str | None = None
     seed: int = 0
 
 
@@ -89,15 +92,12 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
     root = pathlib.Path(workdir).absolute()
     root.mkdir(parents=True, exist_ok=True)
     timings = {}
-    start = time.perf_counter()
-    init_dir, warm_dir = root / "policy_init", root / "policy_warm"
-    if not (init_dir / "config.json").exists():
-        build_tiny_policy(str(init_dir), seed=opts.seed)
-    timings["build_policy_s"] = time.perf_counter() - start
-    start = time.perf_counter()
+    warm_dir = root / "policy_warm"
     if not (warm_dir / "config.json").exists():
-        warm_start(str(init_dir), str(warm_dir), steps=opts.sft_steps, seed=opts.seed)
-    timings["warm_start_s"] = time.perf_counter() - start
+        tmp = root / ".policy_warm.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(opts.warm_start or shipped_warm_start(), tmp)
+        os.replace(tmp, warm_dir)
     if encoder is None:
         from skill1_jax.skills import SentenceEncoder
 
@@ -111,13 +111,15 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
     _, grpo = _final_eval(runs["GRPO (no_library)"][1])
     rows = {"Warm start (SFT)": warm, "GRPO (no_library)": grpo, "Skill1": skill1}
     table = markdown_table(rows)
-    held_out = [t for t in DEMO_ENV["task_types"] if t not in WARM_START_TYPES]
+    record = warm_dir / "warm_start.json"
+    trained = json.loads(record.read_text())["recipe"]["task_types"] if record.exists() else list(WARM_START_TYPES)
+    held_out = [t for t in DEMO_ENV["task_types"] if t not in trained]
     text = (f"# Demo results (household world, held-out panel of {opts.eval_tasks} tasks, success %)\n\n{table}\n\n"
-            f"Warm start trained on {', '.join(WARM_START_TYPES)}; never demonstrated: {', '.join(held_out)}. "
+            f"Warm start trained on {', '.join(trained)}; never demonstrated: {', '.join(held_out)}. "
             f"RL: {opts.rl_steps} steps of {opts.tasks_per_step} tasks × {opts.group_size} rollouts.\n")
     (root / "results.md").write_text(text)
     results = {"warm_start": warm.to_dict(), "grpo": grpo.to_dict(), "skill1": skill1.to_dict(),
                "options": dataclasses.asdict(opts), "timings": timings,
-               "warm_start_types": list(WARM_START_TYPES), "held_out_types": held_out}
+               "warm_start_types": trained, "held_out_types": held_out}
     (root / "results.json").write_text(json.dumps(results, indent=2))
     return {"table": table, "results": results, "root": str(root)}

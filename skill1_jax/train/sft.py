@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm import tqdm
 
 from skill1_jax.model.qwen2 import Qwen2
 from skill1_jax.model.tokenizer import encode_prompts, eos_token_ids
@@ -157,7 +158,7 @@ class SFTResult:
 
 
 def train(model: Qwen2, rows: Sequence[Row], *, steps: int, batch_size: int = 8, learning_rate: float = 2e-3,
-          prompt_weight: float = 0.0, seed: int = 0) -> tuple[Qwen2, SFTResult]:
+          prompt_weight: float = 0.0, seed: int = 0, progress: bool = False) -> tuple[Qwen2, SFTResult]:
     """``steps`` SFT updates over ``rows`` (batches in a seeded random order, epoch after epoch).
 
     Returns the trained model (a new module; ``model`` is left unchanged) and the run's `SFTResult`. Wall time
@@ -172,7 +173,7 @@ def train(model: Qwen2, rows: Sequence[Row], *, steps: int, batch_size: int = 8,
     order: list[int] = []
     losses, tokens, response = [], 0, 0
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="warm start (SFT)", disable=not progress):
         if not order:
             order = list(rng.permutation(len(batches)))
         batch = batches[order.pop()]

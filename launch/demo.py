@@ -14,20 +14,22 @@ import logging
 import os
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from launch.cli import fail, parse_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory (everything the demo writes goes here).")
-_STEPS = flags.DEFINE_integer("rl_steps", 30, "RL steps of Skill1 and of GRPO.")
+_STEPS = flags.DEFINE_integer("rl_steps", 6, "RL steps of Skill1 and of GRPO.")
 _WARM_START = flags.DEFINE_string("warm_start", None, "Starting policy (HF dir with tokenizer, e.g. from "
                                   "launch.build_demo_policy); default: the shipped warm start.")
-_EVAL_TASKS = flags.DEFINE_integer("eval_tasks", 36, "Held-out evaluation tasks.")
+_EVAL_TASKS = flags.DEFINE_integer("eval_tasks", 24, "Held-out evaluation tasks.")
 _SEED = flags.DEFINE_integer("seed", 0, "Run seed.")
 
 
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every checkpoint-manager call at INFO
     from skill1_jax.train.demo import DemoOptions, run_demo
 
     if _WARM_START.value is not None and not os.path.isfile(os.path.join(_WARM_START.value, "config.json")):

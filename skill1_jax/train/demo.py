@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DemoOptions:
-    """Sizes of the demo (defaults: ~10 minutes on 2 cores).
+    """Sizes of the demo (defaults: 13 minutes measured on 2 cores).
 
     Attributes:
       rl_steps: Skill1 / GRPO training steps.

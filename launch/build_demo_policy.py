@@ -1,6 +1,6 @@
 """Rebuilds the demo's warm-started tiny policy, the one shipped in ``skill1_jax/train/demo_policy/``.
 
-    python -m launch.build_demo_policy --out=/tmp/demo_policy          # ~30 minutes on 2 cores
+    python -m launch.build_demo_policy --out=/tmp/demo_policy          # ~40 minutes on 2 cores (2,259 s measured)
 
 Builds the household BPE tokenizer and a random-init tiny Qwen2 (`tiny_policy.build_tiny_policy`), then runs the
 warm start's recipe (`tiny_policy.warm_start` defaults: 1,200 SFT updates on expert demonstrations of three of the

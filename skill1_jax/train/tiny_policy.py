@@ -52,8 +52,8 @@ DEMO_ENV: dict[str, Any] = {"preset": "easy", "task_types": TASK_TYPES}
 # Warm-start task types; clean, cool and pick-two are held out (each is one step away from a trained type).
 WARM_START_TYPES = ("pick_and_place_simple", "look_at_obj_in_light", "pick_heat_then_place_in_recep")
 # The warm start shipped in the package (`warm_start`'s default recipe, written by `launch/build_demo_policy.py`):
-# the ~800 updates a tiny policy needs before it copies from its prompt cost ~30 CPU-minutes, more than the demo's
-# budget, so the demo starts from this policy as a real run starts from a downloaded instruct model.
+# a tiny policy copies from its prompt only after ~800 updates, and the recipe's 1,200 took 38 minutes on 2 cores,
+# more than the demo's budget, so the demo starts from this policy as a real run starts from a downloaded model.
 SHIPPED_POLICY = pathlib.Path(__file__).with_name("demo_policy")
 
 
@@ -162,5 +162,5 @@ def shipped_warm_start() -> str:
     """The directory of the warm start shipped with the package (an HF model dir with its tokenizer)."""
     if not (SHIPPED_POLICY / "model.safetensors").is_file():
         raise FileNotFoundError(f"the shipped demo policy is missing from {SHIPPED_POLICY}; rebuild it with "
-                                f"`python -m launch.build_demo_policy` (~30 minutes on 2 cores)")
+                                f"`python -m launch.build_demo_policy` (~40 minutes on 2 cores)")
     return str(SHIPPED_POLICY)

@@ -18,12 +18,10 @@ import pathlib
 import statistics
 from typing import Mapping, Sequence
 
-from experiments import common
+from experiments import common, table2
 
 VARIANTS = ("skill1", "no_library", "no_distillation", "no_selection")
-LABELS = {"skill1": "Skill1", "no_library": "GRPO (no library)", "no_distillation": "w/o Distillation",
-          "no_selection": "w/o Selection", "lambda1_0": "λ1 = 0", "lambda2_0": "λ2 = 0",
-          "lambda_both_0": "λ1 = λ2 = 0"}
+LABELS = {**table2.LABELS, "no_library": "GRPO (no library)"}  # a curve against Skill1's, not an ablation row
 # cpu_tiny runs long enough to show a trend: more steps than the table sweep, evaluated every few steps on a panel
 # of four tasks per type.
 CPU_TINY_CURVES = ("train.steps=12", "train.tasks_per_step=4", "train.group_size=4", "env.max_turns=8",

@@ -11,6 +11,7 @@ weights; other CPUs may differ in float rounding.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -40,8 +41,10 @@ def main(argv):
         result = tiny_policy.warm_start(init, staged, seed=_SEED.value, progress=True)
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         shutil.move(staged, out)
-    print(f"warm start: {len(result.losses)} updates in {result.seconds:.0f} s, final response NLL "
-          f"{result.losses[-1]:.3f}; written to {out}")
+    with open(os.path.join(out, "warm_start.json")) as f:  # the NLL as recorded: the last 100 updates' mean
+        final_nll = json.load(f)["final_response_nll"]
+    print(f"warm start: {len(result.losses)} updates in {result.seconds:.0f} s, final response NLL {final_nll:.3f}; "
+          f"written to {out}")
 
 
 if __name__ == "__main__":

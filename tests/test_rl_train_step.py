@@ -170,3 +170,25 @@ def test_sharded_ragged_update_equals_single_device_ragged_update(tiny):
     assert float(metrics["loss"]) == pytest.approx(float(single[1]["loss"]), rel=1e-5)
     for a, b in zip(jax.tree.leaves(jax.device_get(sharded.params)), jax.tree.leaves(single[0].params)):
         np.testing.assert_allclose(a, b, atol=1e-5)  # as tests/test_parallel_steps.py: reduction order differs
+
+
+def test_learner_with_zero_kl_skips_the_reference_and_updates_as_if_it_had_scored_it(tiny):
+    from skill1_jax import config as C
+    from skill1_jax.rl.rows import mini_batches
+    from skill1_jax.rl.train_step import make_ragged_update
+    from skill1_jax.train.trainer import Learner
+    graphdef, params = tiny
+    cfg = CFG.replace(kl_coef=0.0)
+    learner = Learner(graphdef, _copy(params), C.cpu_tiny().replace(rl=cfg))
+    assert learner.ref_params is None and learner.ref_logprobs is None  # no second copy of the model
+    [micro] = mini_batches(_ragged_rows(4, ROWS), mini_batch_size=ROWS, row_unit=4, length_bucket=8, seed=0)
+    metrics = learner.update([micro], {})
+    assert "kl/ref" not in metrics and metrics["loss"] != 0.0
+    # The same update with π_ref really scored: β = 0 makes the KL term's input irrelevant.
+    score = make_logprob_fn(graphdef, cfg, params)
+    scored = [dataclasses.replace(b, ref_logp=score(params, jax.device_put(b)) * b.loss_mask) for b in micro]
+    reference, ref_metrics = make_ragged_update(graphdef, cfg, init_train_state(params, cfg))(
+        init_train_state(_copy(params), cfg), [jax.device_put(b) for b in scored])
+    assert metrics["loss"] == pytest.approx(float(ref_metrics["loss"]), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(learner.state.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_allclose(a, b, atol=1e-7)

@@ -120,11 +120,13 @@ class Learner:
             # it sees global arrays (placed by a jit: device_put cannot place an RNG key on other hosts' devices).
             state = jax.jit(lambda s: s, out_shardings=train_state_shardings(state, mesh))(state)
         self.state: TrainState = state
-        self.ref_params = jax.tree.map(jnp.copy, state.params)  # π_ref: the initial policy, frozen
+        # π_ref: the initial policy, frozen. With β = 0 the KL term is zero whatever π_ref says, so neither its
+        # copy of the params (a second model in memory) nor its scoring pass is paid for.
+        self.ref_params = jax.tree.map(jnp.copy, state.params) if self.rl.kl_coef else None
         self.mesh = mesh
         self.train_step = make_ragged_update(graphdef, self.rl, self.state, mesh)
         self._batch_sharding = None if mesh is None else batch_shardings(mesh)
-        self.ref_logprobs = make_logprob_fn(graphdef, self.rl, self.ref_params, mesh)
+        self.ref_logprobs = make_logprob_fn(graphdef, self.rl, self.ref_params, mesh) if self.rl.kl_coef else None
         self.row_unit = self.rl.micro_batch_size * batch_devices(mesh)
 
     @property
@@ -133,15 +135,19 @@ class Learner:
 
     def update(self, batches: Sequence[Sequence[TrainBatch]], seconds: dict[str, float]) -> dict[str, float]:
         """One optimizer update per mini-batch (a list of micro-batches, ``rl.rows.mini_batches``), after scoring
-        each micro-batch with π_ref; returns the mean metrics over updates."""
+        each micro-batch with π_ref; returns the mean metrics over updates.
+
+        With β = 0 nothing is scored: ``ref_logp`` is set to the sampler's log-probs (finite, so the clamped k3
+        term stays finite before its zero weight) and ``kl/ref`` is left out of the metrics.
+        """
         totals: dict[str, float] = {}
         for micro_batches in batches:
             start = time.perf_counter()
             scored = []
             for host in micro_batches:
                 batch = jax.device_put(host, self._batch_sharding)
-                scored.append(dataclasses.replace(batch, ref_logp=self.ref_logprobs(self.ref_params, batch)
-                                                  * batch.loss_mask))
+                ref = batch.old_logp if self.ref_logprobs is None else self.ref_logprobs(self.ref_params, batch)
+                scored.append(dataclasses.replace(batch, ref_logp=ref * batch.loss_mask))
             jax.block_until_ready([b.ref_logp for b in scored])
             seconds["ref_logprobs"] = seconds.get("ref_logprobs", 0.0) + time.perf_counter() - start
             start = time.perf_counter()
@@ -149,7 +155,8 @@ class Learner:
             metrics = jax.device_get(metrics)
             seconds["update"] = seconds.get("update", 0.0) + time.perf_counter() - start
             for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
+                if k != "kl/ref" or self.ref_logprobs is not None:
+                    totals[k] = totals.get(k, 0.0) + float(v)
         return {k: v / len(batches) for k, v in totals.items()} if batches else {}
 
 

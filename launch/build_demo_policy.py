@@ -1,10 +1,10 @@
 """Rebuilds the demo's warm-started tiny policy, the one shipped in ``skill1_jax/train/demo_policy/``.
 
-    python -m launch.build_demo_policy --out=/tmp/demo_policy          # ~40 minutes on 2 cores (2,259 s measured)
+    python -m launch.build_demo_policy --out=/tmp/demo_policy          # ~1 hour on 2 cores (see its warm_start.json)
 
 Builds the household BPE tokenizer and a random-init tiny Qwen2 (`tiny_policy.build_tiny_policy`), then runs the
-warm start's recipe (`tiny_policy.warm_start` defaults: 1,200 SFT updates on expert demonstrations of three of the
-six task types) and writes the HF model dir with ``warm_start.json`` (recipe, seconds, final NLL). Pass the output
+warm start's recipe (`tiny_policy.RECIPE`: two SFT stages on expert demonstrations of three of the six task
+types) and writes the HF model dir with ``warm_start.json`` (recipe, seconds per stage, final NLL). Pass the output
 to the demo with ``python -m launch.demo --warm_start=<dir>``. The same seed on the same software gives the same
 weights; other CPUs may differ in float rounding.
 """
@@ -38,13 +38,13 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="demo-policy-") as tmp:
         init = tiny_policy.build_tiny_policy(os.path.join(tmp, "init"), seed=_SEED.value)
         staged = os.path.join(tmp, "warm")
-        result = tiny_policy.warm_start(init, staged, seed=_SEED.value, progress=True)
+        results = tiny_policy.warm_start(init, staged, seed=_SEED.value, progress=True)
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         shutil.move(staged, out)
     with open(os.path.join(out, "warm_start.json")) as f:  # the NLL as recorded: the last 100 updates' mean
         final_nll = json.load(f)["final_response_nll"]
-    print(f"warm start: {len(result.losses)} updates in {result.seconds:.0f} s, final response NLL {final_nll:.3f}; "
-          f"written to {out}")
+    print(f"warm start: {sum(len(r.losses) for r in results)} updates in {sum(r.seconds for r in results):.0f} s, "
+          f"final response NLL {final_nll:.3f}; written to {out}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""The first command for a new user: a tiny policy learns the household world with Skill1, on CPU, in minutes.
+"""The first command for a new user: a tiny policy trains in the household world with Skill1, on CPU, in minutes.
 
     python -m launch.demo --workdir=runs/demo          (what `make demo` runs)
 
 Starts from the shipped tiny Qwen2 policy (its own household BPE tokenizer, warm-started on expert demonstrations
 of three of the six task types; rebuilt by `python -m launch.build_demo_policy`), trains it with Skill1 and with
-plain GRPO, and evaluates all three on held-out household tasks. See `skill1_jax/train/demo.py` for what is written
+plain GRPO on those three types, and evaluates all three policies on held-out tasks of them. See `skill1_jax/train/demo.py` for what is written
 where.
 """
 

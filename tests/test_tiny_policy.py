@@ -6,6 +6,7 @@ dir loads in our loader and in transformers with equal logits; the SFT loss equa
 step lowers it; every expert reply parses with the project's own parsers and the demonstrator plays fair.
 """
 
+import dataclasses
 import json
 import os
 
@@ -297,7 +298,9 @@ def test_shipped_warm_start_is_the_demo_preset_and_records_the_default_recipe(sh
     defaults = {k: p.default for k, p in inspect.signature(tiny_policy.warm_start).parameters.items()
                 if p.default is not inspect.Parameter.empty and k != "progress"}
     # The record and the code's defaults cannot drift apart: `launch.build_demo_policy` reproduces this policy.
-    assert record["recipe"] == {**defaults, "task_types": list(defaults["task_types"])}
+    assert record["recipe"] == {**defaults, "task_types": list(defaults["task_types"]),
+                                "stages": [dataclasses.asdict(s) for s in defaults["stages"]]}
+    assert len(record["stage_seconds"]) == len(tiny_policy.RECIPE)
     assert record["final_response_nll"] < 0.2
 
 

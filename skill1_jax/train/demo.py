@@ -2,7 +2,7 @@
 
 Every stage runs the same code as a 7B run (``train.run.train`` with the ``cpu_tiny`` config); only the sizes
 differ. The policy starts from the warm start shipped in the package (`tiny_policy.SHIPPED_POLICY`, rebuilt by
-``python -m launch.build_demo_policy`` in ~40 CPU-minutes) or from another such directory. The run directory holds:
+``python -m launch.build_demo_policy`` in ~70 CPU-minutes) or from another such directory. The run directory holds:
 
   policy_warm/    a copy of the starting policy (HF dir: config, safetensors, household BPE tokenizer,
                   warm_start.json: how it was trained)
@@ -40,7 +40,10 @@ class DemoOptions:
       rl_steps: Skill1 / GRPO training steps.
       tasks_per_step, group_size: N × G.
       max_turns: episode limit of the household world.
-      eval_tasks: held-out panel (the household "eval" split, all six task types).
+      eval_tasks: held-out panel (the household "eval" split: tasks no demonstration or RL step played).
+      task_types: the household task types trained and evaluated; None = the ones the starting policy was
+        warm-started on (its ``warm_start.json``). The other types would add only all-zero GRPO groups: a tiny
+        policy never demonstrated "cool" does not find the fridge by sampling within a few steps.
       warm_start: the starting policy's HF dir; None = the shipped warm start.
       seed: run seed.
     """
@@ -50,14 +53,17 @@ class DemoOptions:
     group_size: int = 4
     max_turns: int = 10
     eval_tasks: int = 24
+    task_types: tuple[str, ...] | None = None
     warm_start: str | None = None
     seed: int = 0
 
 
-def demo_config(opts: DemoOptions, variant: str) -> C.ExperimentConfig:
-    """``cpu_tiny`` on the demo's household world (easy rooms, all six task types) with the demo's sizes."""
+def demo_config(opts: DemoOptions, variant: str, task_types: tuple[str, ...] = WARM_START_TYPES
+                ) -> C.ExperimentConfig:
+    """``cpu_tiny`` on the demo's household world (easy rooms, ``opts.task_types`` or else ``task_types``) with the
+    demo's sizes."""
     base = C.cpu_tiny()
-    options = tuple(sorted({**DEMO_ENV, "task_types": tuple(DEMO_ENV["task_types"]),
+    options = tuple(sorted({**DEMO_ENV, "task_types": tuple(opts.task_types or task_types),
                             "num_eval": max(opts.eval_tasks, 6)}.items()))
     return base.replace(
         variant=variant,
@@ -102,24 +108,27 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
         from skill1_jax.skills import SentenceEncoder
 
         encoder = SentenceEncoder()
+    record = warm_dir / "warm_start.json"
+    trained = json.loads(record.read_text())["recipe"]["task_types"] if record.exists() else list(WARM_START_TYPES)
+    types = tuple(opts.task_types or trained)
     runs = {"Skill1": ("skill1", root / "skill1"), "GRPO (no_library)": ("no_library", root / "grpo")}
     for name, (variant, wd) in runs.items():
         start = time.perf_counter()
-        _rl_run(demo_config(opts, variant), wd, str(warm_dir), progress, encoder)
+        _rl_run(demo_config(opts, variant, types), wd, str(warm_dir), progress, encoder)
         timings[f"{variant}_s"] = time.perf_counter() - start
     warm, skill1 = _final_eval(runs["Skill1"][1])
     _, grpo = _final_eval(runs["GRPO (no_library)"][1])
     rows = {"Warm start (SFT)": warm, "GRPO (no_library)": grpo, "Skill1": skill1}
     table = markdown_table(rows)
-    record = warm_dir / "warm_start.json"
-    trained = json.loads(record.read_text())["recipe"]["task_types"] if record.exists() else list(WARM_START_TYPES)
-    held_out = [t for t in DEMO_ENV["task_types"] if t not in trained]
+    unseen = [t for t in types if t not in trained]
     text = (f"# Demo results (household world, held-out panel of {opts.eval_tasks} tasks, success %)\n\n{table}\n\n"
-            f"Warm start trained on {', '.join(trained)}; never demonstrated: {', '.join(held_out)}. "
-            f"RL: {opts.rl_steps} steps of {opts.tasks_per_step} tasks × {opts.group_size} rollouts.\n")
+            f"Task types: {', '.join(types)}; the warm start was demonstrated {', '.join(trained)}"
+            + (f" (never {', '.join(unseen)})" if unseen else "") + ". Held-out tasks: the eval split, played by no "
+            f"demonstration and no RL step. RL: {opts.rl_steps} steps of {opts.tasks_per_step} tasks × "
+            f"{opts.group_size} rollouts.\n")
     (root / "results.md").write_text(text)
     results = {"warm_start": warm.to_dict(), "grpo": grpo.to_dict(), "skill1": skill1.to_dict(),
                "options": dataclasses.asdict(opts), "timings": timings,
-               "warm_start_types": trained, "held_out_types": held_out}
+               "task_types": list(types), "warm_start_types": trained}
     (root / "results.json").write_text(json.dumps(results, indent=2))
     return {"table": table, "results": results, "root": str(root)}

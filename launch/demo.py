@@ -19,7 +19,7 @@ from absl import logging as absl_logging
 from launch.cli import fail, parse_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory (everything the demo writes goes here).")
-_STEPS = flags.DEFINE_integer("rl_steps", 6, "RL steps of Skill1 and of GRPO.")
+_STEPS = flags.DEFINE_integer("rl_steps", 4, "RL steps of Skill1 and of GRPO.")
 _WARM_START = flags.DEFINE_string("warm_start", None, "Starting policy (HF dir with tokenizer, e.g. from "
                                   "launch.build_demo_policy); default: the shipped warm start.")
 _EVAL_TASKS = flags.DEFINE_integer("eval_tasks", 24, "Held-out evaluation tasks.")

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DemoOptions:
-    """Sizes of the demo (defaults: 13 minutes measured on 2 cores).
+    """Sizes of the demo (defaults: ~7.5 minutes measured on 2 cores, install not included).
 
     Attributes:
       rl_steps: Skill1 / GRPO training steps.
@@ -48,8 +48,8 @@ class DemoOptions:
       seed: run seed.
     """
 
-    rl_steps: int = 6
-    tasks_per_step: int = 4
+    rl_steps: int = 4
+    tasks_per_step: int = 3
     group_size: int = 4
     max_turns: int = 10
     eval_tasks: int = 24

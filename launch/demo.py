@@ -4,8 +4,8 @@
 
 Starts from the shipped tiny Qwen2 policy (its own household BPE tokenizer, warm-started on expert demonstrations
 of three of the six task types; rebuilt by `python -m launch.build_demo_policy`), trains it with Skill1 and with
-plain GRPO on those three types, and evaluates all three policies on held-out tasks of them. See `skill1_jax/train/demo.py` for what is written
-where.
+plain GRPO on those three types, and evaluates all three policies on held-out tasks of them. See
+`skill1_jax/train/demo.py` for what is written where.
 """
 
 from __future__ import annotations

@@ -58,12 +58,11 @@ class DemoOptions:
     seed: int = 0
 
 
-def demo_config(opts: DemoOptions, variant: str, task_types: tuple[str, ...] = WARM_START_TYPES
-                ) -> C.ExperimentConfig:
-    """``cpu_tiny`` on the demo's household world (easy rooms, ``opts.task_types`` or else ``task_types``) with the
-    demo's sizes."""
+def demo_config(opts: DemoOptions, variant: str, task_types: tuple[str, ...]) -> C.ExperimentConfig:
+    """``cpu_tiny`` on the demo's household world (easy rooms, ``task_types``: `run_demo` resolves
+    ``opts.task_types`` against the starting policy's record) with the demo's sizes."""
     base = C.cpu_tiny()
-    options = tuple(sorted({**DEMO_ENV, "task_types": tuple(opts.task_types or task_types),
+    options = tuple(sorted({**DEMO_ENV, "task_types": tuple(task_types),
                             "num_eval": max(opts.eval_tasks, 6)}.items()))
     return base.replace(
         variant=variant,

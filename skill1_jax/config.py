@@ -154,6 +154,10 @@ class ExperimentConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(t, name)}")
         if self.env.max_turns < 1:
             raise ValueError(f"env.max_turns must be >= 1, got {self.env.max_turns}")
+        if self.rl.temperature not in (1.0, self.generation.temperature):
+            raise ValueError(f"rl.temperature={self.rl.temperature} differs from generation.temperature="
+                             f"{self.generation.temperature}: the learner scores the policy the rollouts were sampled "
+                             "from; set generation.temperature only (effective_rl copies it)")
 
     @property
     def spec(self) -> VariantSpec:
@@ -161,8 +165,9 @@ class ExperimentConfig:
 
     @property
     def effective_rl(self) -> RLConfig:
-        """``rl`` with the variant's λ overrides; ``no_library`` trains with the plain GRPO objective."""
-        spec, changes = self.spec, {}
+        """``rl`` with the variant's λ overrides and the training rollouts' temperature (greedy rollouts are scored
+        at 1, as the sampler scores them); ``no_library`` trains with the plain GRPO objective."""
+        spec, changes = self.spec, {"temperature": self.generation.temperature or 1.0}
         if spec.lambda_rerank is not None:
             changes["lambda_rerank"] = spec.lambda_rerank
         if spec.lambda_distill is not None:
@@ -239,7 +244,7 @@ def cpu_tiny(env: str = "household") -> ExperimentConfig:
     """Minutes on a 2-core CPU: the household world's easy preset, the demo's tiny policy (``demo`` model preset
     over a household BPE, ``train.tiny_policy``), short replies, small N × G.
 
-    The learning rate is far above the paper's 1e-6 because a 5 M-parameter policy trained for tens of steps
+    The learning rate is far above the paper's 1e-6 because a 1 M-parameter policy trained for tens of steps
     needs it; every other rule (losses, library, evaluation protocol) is the paper's.
     """
     return ExperimentConfig(

@@ -3,6 +3,7 @@ config field with its default."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -98,3 +99,15 @@ def test_presets_follow_the_spec():
         assert rl.lambda_rerank == (0.0 if name in ("lambda1_0", "lambda_both_0") else 0.3)
         assert rl.lambda_distill == (0.0 if name in ("lambda2_0", "lambda_both_0") else 0.3)
         assert (rl.objective == "grpo") == (name == "no_library")
+
+
+def test_learner_scores_the_policy_at_the_rollout_temperature():
+    """π_θ, π_old and π_ref are all softmax(logits / τ) with τ the training rollouts' temperature: cpu_tiny samples
+    at 0.7 and so trains at 0.7; the paper samples and trains at 1. Setting rl.temperature apart from it fails."""
+    assert C.paper().effective_rl.temperature == 1.0
+    tiny = C.cpu_tiny()
+    assert tiny.generation.temperature == 0.7 and tiny.effective_rl.temperature == 0.7
+    greedy = tiny.replace(generation=dataclasses.replace(tiny.generation, temperature=0.0))
+    assert greedy.effective_rl.temperature == 1.0  # greedy rollouts carry temperature-1 log-probs
+    with pytest.raises(ValueError, match="rl.temperature=0.5 differs from generation.temperature=0.7"):
+        tiny.replace(rl=tiny.rl.replace(temperature=0.5))

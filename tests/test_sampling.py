@@ -126,7 +126,7 @@ def test_top_k_and_top_p_never_sample_outside_nucleus_of_the_tempered_distributi
     cases = {(1.0, 3, 1.0): [0, 1, 2], (1.0, 0, 0.5): [0, 1], (0.5, 3, 0.75): [0, 1]}
     for (t, k, p), ranks in cases.items():
         cfg = SamplingConfig(max_new_tokens=1, temperature=t, top_p=p, top_k=k)
-        tok, raw, behavior = jax.jit(sample_logits, static_argnames="cfg")(
+        tok, policy, behavior = jax.jit(sample_logits, static_argnames="cfg")(
             logits, jax.random.key(7), jnp.arange(rows), jnp.int32(0), cfg=cfg)
         drawn = rank_of[np.asarray(tok)]
         assert set(drawn) == set(ranks), (t, k, p, collections.Counter(drawn))
@@ -134,9 +134,10 @@ def test_top_k_and_top_p_never_sample_outside_nucleus_of_the_tempered_distributi
         kept = tempered / tempered.sum()
         freq = np.bincount(drawn, minlength=16)[ranks] / rows
         np.testing.assert_allclose(freq, kept, atol=0.035)  # ~4.5 standard errors at n=4000
-        # behaviour log-prob: the renormalised tempered nucleus; raw log-prob: the untouched model distribution
+        # behaviour log-prob: the renormalised tempered nucleus; policy log-prob: the tempered, untruncated model
         np.testing.assert_allclose(np.asarray(behavior), np.log(kept[np.searchsorted(ranks, drawn)]), atol=1e-5)
-        np.testing.assert_allclose(np.asarray(raw), np.log(probs[drawn]), atol=1e-5)
+        all_tempered = probs ** (1 / t)
+        np.testing.assert_allclose(np.asarray(policy), np.log(all_tempered[drawn] / all_tempered.sum()), atol=1e-5)
 
 
 def test_buckets_pick_smallest_size_at_least_n_and_reject_oversize():

@@ -57,11 +57,12 @@ def test_kept_tokens_and_probabilities_equal_numpy_sort_reference(temperature, t
         np.testing.assert_allclose(ours[r][kept], ref[kept], rtol=0, atol=2e-6, err_msg=f"row {r}")
     # The sampler draws inside that set and reports that distribution's log-prob as the behaviour log-prob.
     rows = np.repeat(logits, 64, axis=0)
-    tokens, raw, behavior = jax.jit(sample_logits, static_argnames="cfg")(
+    tokens, policy, behavior = jax.jit(sample_logits, static_argnames="cfg")(
         jnp.asarray(rows), jax.random.key(0), jnp.arange(len(rows)), jnp.int32(0), cfg=cfg)
     tokens = np.asarray(tokens)
     picked = ours[np.arange(len(rows)) // 64, tokens]
     assert np.isfinite(picked).all()
     np.testing.assert_allclose(np.asarray(behavior), picked, atol=2e-6)
-    np.testing.assert_allclose(np.asarray(raw), np.asarray(jax.nn.log_softmax(rows))[np.arange(len(rows)), tokens],
-                               atol=2e-6)
+    # The policy log-prob: tempered, untruncated (what the learner scores at RLConfig.temperature).
+    tempered = jax.nn.log_softmax(rows / np.float32(temperature))
+    np.testing.assert_allclose(np.asarray(policy), np.asarray(tempered)[np.arange(len(rows)), tokens], atol=2e-6)

@@ -70,10 +70,15 @@ def test_two_real_steps_of_each_variant(variant, tokenizer):
     if trainer.library is not None:
         seed_library(trainer, encoder)
     kinds = set()
-    for _ in range(2):
+    for step in range(2):
         m = trainer.train_step()
         kinds |= {r.kind for r in trainer.last_rows}
         assert m["train/updates"] >= 1 and np.isfinite(m["train/loss"]) and m["train/skipped"] == 0
+        if step == 0:
+            # One update, at the params that sampled: π_θ / π_old is 1, both at the rollouts' temperature (the
+            # sampler's log-probs are tempered: test_rl_sampler_logprobs).
+            assert trainer.learner.rl.temperature == cfg.generation.temperature == 0.7
+            assert m["train/updates"] == 1 and abs(m["train/pg/approx_kl"]) < 1e-5, m["train/pg/approx_kl"]
         # Token-exact: every row is the sampler's prompt and reply ids, unchanged.
         segs = [r for e in trainer.last_rollouts.episodes for k, r in e.segments if k in trainer.trained_kinds]
         assert len(segs) == len(trainer.last_rows)

@@ -42,6 +42,10 @@ class RLConfig:
       logprob_chunk: sequence positions per chunk of the vocabulary projection, so [B, T, V] float32 logits are
         never materialised (at most [B, chunk, V]).
       adv_eps: ε added to the group std in GRPO normalization.
+      temperature: the rollouts' sampling temperature τ. π_θ and π_ref are softmax(logits / τ), the policy the
+        samples were drawn from and the sampler's log-probs (π_old) score, as verl's actor does; 1.0 is the paper's
+        setting. In an ``ExperimentConfig`` leave it at 1.0: ``effective_rl`` sets it from
+        ``GenerationConfig.temperature``.
     """
 
     objective: str = "skill1"
@@ -63,6 +67,7 @@ class RLConfig:
     micro_batch_size: int = 16
     logprob_chunk: int = 512
     adv_eps: float = 1e-6
+    temperature: float = 1.0
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -77,7 +82,8 @@ class RLConfig:
         for name in ("lambda_rerank", "lambda_distill", "kl_coef", "entropy_coef", "weight_decay", "adv_eps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RLConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("learning_rate", "max_grad_norm", "mini_batch_size", "micro_batch_size", "logprob_chunk"):
+        for name in ("learning_rate", "max_grad_norm", "mini_batch_size", "micro_batch_size", "logprob_chunk",
+                     "temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RLConfig.{name} must be > 0, got {getattr(self, name)}")
 

@@ -4,6 +4,9 @@ The vocabulary projection and log-softmax run over chunks of ``chunk`` positions
 forward and the backward hold at most [B, chunk, V] logits (the 7B vocabulary is 152k: full float32 logits for one
 4,096-token row would take 2.5 GB).
 
+Temperature: with ``temperature`` τ ≠ 1 the distribution is softmax(logits / τ), the policy that rollouts sampled at
+τ were drawn from (the sampler reports the same log-probs), so PPO's ratio and the KL compare like with like.
+
 Alignment (the convention of ``skill1_jax.rl.batch``): ``logp[b, t] = log π(tokens[b, t] | tokens[b, :t])``, computed
 from the hidden state at position t − 1; ``logp[:, 0] = 0``. Entropies use the same alignment: ``entropy[b, t]`` is
 the entropy of the distribution that produced token t.
@@ -22,8 +25,9 @@ from skill1_jax.parallel.sharding import constrain
 Array = jax.Array
 
 
-def _chunk_logprobs(hidden_bcd: Array, targets_bc: Array, head_dv: Array) -> tuple[Array, Array]:
-    """log π(target) and entropy for one chunk; log-softmax in float32.
+def _chunk_logprobs(hidden_bcd: Array, targets_bc: Array, head_dv: Array,
+                    temperature: float) -> tuple[Array, Array]:
+    """log π(target) and entropy for one chunk; log-softmax of logits / temperature in float32.
 
     Under FSDP the chunk's rows are gathered and each device computes a vocabulary slice of their logits (rules
     ``vocab_rows`` / ``vocab_split``), instead of gathering the [D, V] head and its gradient onto every device.
@@ -32,6 +36,8 @@ def _chunk_logprobs(hidden_bcd: Array, targets_bc: Array, head_dv: Array) -> tup
     targets_bc = constrain(targets_bc, ("vocab_rows", None))
     logits = jnp.einsum("bcd,dv->bcv", hidden_bcd, head_dv, preferred_element_type=jnp.float32)
     logits = constrain(logits, ("vocab_rows", None, "vocab_split"))
+    if temperature != 1.0:
+        logits = logits / temperature
     lse = jax.nn.logsumexp(logits, axis=-1)
     # A one-hot select instead of a gather keeps a vocabulary-sharded (tensor-parallel) head free of all-gathers.
     vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
@@ -41,7 +47,8 @@ def _chunk_logprobs(hidden_bcd: Array, targets_bc: Array, head_dv: Array) -> tup
     return constrain(target_logit - lse, ("batch", None)), constrain(entropy, ("batch", None))
 
 
-def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, chunk: int) -> tuple[Array, Array]:
+def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, chunk: int,
+                         temperature: float = 1.0) -> tuple[Array, Array]:
     """Token log-probs and entropies [B, T] (aligned as in the module docstring) from final hidden states."""
     b, t, d = hidden_btd.shape
     n_pred = t - 1  # hidden[:, i] predicts tokens[:, i + 1]
@@ -54,7 +61,7 @@ def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, ch
     y = jnp.moveaxis(y.reshape(b, n_chunks, c), 1, 0)
     head = constrain(head_dv.astype(hidden_btd.dtype), (None, "vocab_split"))
     # Rematerialised per chunk: the backward pass recomputes one chunk's logits instead of storing all of them.
-    body = jax.checkpoint(lambda xs: _chunk_logprobs(xs[0], xs[1], head))
+    body = jax.checkpoint(lambda xs: _chunk_logprobs(xs[0], xs[1], head, temperature))
     logp, entropy = jax.lax.map(body, (h, y))
 
     def unchunk(x):
@@ -65,7 +72,8 @@ def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, ch
 
 
 def token_logprobs(model: Qwen2, tokens: Array, positions: Array, attention_mask: Array,
-                   chunk: int = 512) -> tuple[Array, Array]:
-    """Forward ``model`` and return (log π(tokens[:, t] | prefix), entropy), both [B, T] float32."""
+                   chunk: int = 512, temperature: float = 1.0) -> tuple[Array, Array]:
+    """Forward ``model`` and return (log π(tokens[:, t] | prefix), entropy), both [B, T] float32, of the policy at
+    ``temperature``."""
     hidden, _ = model.hidden_states(tokens, positions, attention_mask)
-    return logprobs_from_hidden(hidden, tokens, model.head_weight(), chunk)
+    return logprobs_from_hidden(hidden, tokens, model.head_weight(), chunk, temperature)

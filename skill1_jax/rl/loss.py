@@ -168,7 +168,7 @@ def make_loss_fn(graphdef: nnx.GraphDef, cfg: RLConfig) -> Callable[..., tuple[A
     def loss_fn(params: nnx.State, batch: TrainBatch, norm: LossNormalizers | None = None):
         model = nnx.merge(graphdef, params)
         logp, entropy = token_logprobs(model, batch.tokens, batch.positions, batch.attention_mask,
-                                       cfg.logprob_chunk)
+                                       cfg.logprob_chunk, cfg.temperature)
         if cfg.entropy_coef == 0.0:
             entropy = jax.lax.stop_gradient(entropy)  # a metric only: skip its backward pass
         return objective(logp, entropy, batch, loss_normalizers(batch) if norm is None else norm, cfg)

@@ -195,10 +195,12 @@ def _draw(weights: Array, block_mass: Array, u: Array) -> Array:
 
 def sample_logits(logits: Array, rng: Array, rows: Array, step: Array, cfg: SamplingConfig,
                   active: Array | None = None) -> tuple[Array, Array, Array]:
-    """Draws one token per row from logits [B, V] float32. Returns (tokens, raw log-probs, behaviour log-probs).
+    """Draws one token per row from logits [B, V] float32. Returns (tokens, policy log-probs, behaviour log-probs).
 
-    The raw log-prob is the untouched model's (temperature 1, no truncation); the behaviour log-prob is under the
-    distribution actually sampled (``sampling_log_probs``; 0 for greedy). Row r uses key
+    The policy log-prob is the log-softmax of logits / temperature without truncation (temperature 1 when greedy):
+    the policy an RL learner trains on these samples (``RLConfig.temperature``; verl scores its actor the same
+    way). The behaviour log-prob is under the distribution actually sampled (``sampling_log_probs``, i.e. also
+    truncated by top-k / top-p; 0 for greedy). Row r uses key
     ``fold_in(fold_in(rng, rows[r]), step)`` and one uniform (a Gumbel-max ``random.categorical`` draws V
     uniforms per row: ~5× slower at V = 151,936 on CPU). ``active`` [B] (default all) marks the rows whose tokens
     are used; the others may be drawn from a looser truncation.
@@ -212,18 +214,15 @@ def sample_logits(logits: Array, rng: Array, rows: Array, step: Array, cfg: Samp
         inner = jnp.take_along_axis(blocks, g[:, None, None], axis=1)[:, 0]
         tokens = (g * _BLOCK + jnp.argmax(inner, axis=-1)).astype(jnp.int32)
         top = jnp.max(block_max, axis=-1, keepdims=True)
-        raw = -jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1))
-        return tokens, raw, jnp.zeros_like(raw)
+        policy = -jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1))
+        return tokens, policy, jnp.zeros_like(policy)
     x, top, weights = _sampling_weights(logits, cfg, active)
     block_mass = jnp.sum(weights, axis=-1)
     keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), step))(rows)
     tokens = _draw(weights, block_mass, jax.vmap(jax.random.uniform)(keys))
     x_tok = jnp.take_along_axis(x.reshape(x.shape[0], -1), tokens[:, None], axis=-1)[:, 0]
     behavior = x_tok - top[:, 0] - jnp.log(jnp.sum(block_mass, axis=-1))
-    if cfg.temperature != 1.0:
-        raw = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(logits, axis=-1)
-        return tokens, raw, behavior
-    # x are the logits: their log-normaliser from the exponentials already computed (when nothing is truncated,
-    # weights are those exponentials and raw equals behavior).
-    raw = x_tok - top[:, 0] - jnp.log(jnp.sum(jnp.exp(x - top[:, :, None]), axis=(1, 2)))
-    return tokens, raw, behavior
+    # x are the tempered logits; their log-normaliser over every token (when nothing is truncated, weights are
+    # those exponentials already and policy equals behavior).
+    policy = x_tok - top[:, 0] - jnp.log(jnp.sum(jnp.exp(x - top[:, :, None]), axis=(1, 2)))
+    return tokens, policy, behavior

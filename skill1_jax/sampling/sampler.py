@@ -15,11 +15,12 @@ Rows that finish earlier still ride along in the batched matmuls (static shapes 
 Finally the state is fetched explicitly and each row is cut after its first stop string on the host
 (``stops.StopMatcher``).
 
-Log-probs: ``logprobs`` is the log-softmax of the *raw* logits (temperature 1, no top-k/top-p) at the sampled
-token: exactly what a learner recomputes as π_θ from the same params, so it is the PPO/GRPO π_old when rollouts are
-sampled at temperature 1 without truncation (the Skill1 training setting). ``behavior_logprobs`` is the log-prob
-under the distribution actually sampled from (after temperature, top-k, top-p; 0 for greedy); it differs from
-``logprobs`` whenever those are active (e.g. evaluation at temperature 0.4).
+Log-probs: ``logprobs`` is the log-softmax of logits / temperature (no top-k/top-p; temperature 1 when greedy) at
+the sampled token: exactly what a learner recomputes as π_θ from the same params at ``RLConfig.temperature``, so
+it is the PPO/GRPO π_old of rollouts sampled without truncation (the Skill1 training setting: temperature 1;
+``cpu_tiny`` samples and trains at 0.7). ``behavior_logprobs`` is the log-prob under the distribution actually
+sampled from (also truncated by top-k, top-p; 0 for greedy); it differs from ``logprobs`` whenever truncation is
+active.
 
 Randomness: token i of row r uses ``fold_in(fold_in(rng, r), i)``, so rows have independent streams and the same
 rng reproduces the same samples.
@@ -58,7 +59,7 @@ class DecodeState:
 
     cache: KVCache
     tokens: Array  # [B, N] int32, 0 where nothing was generated
-    logprobs: Array  # [B, N] float32, raw-policy log-prob of each token
+    logprobs: Array  # [B, N] float32, policy log-prob of each token (at the sampling temperature)
     behavior_logprobs: Array  # [B, N] float32, sampling-distribution log-prob
     last: Array  # int32, the latest token (the next decode input)
     positions: Array  # int32, position id of ``last``
@@ -79,7 +80,8 @@ class SampleResult:
 
     Attributes:
       tokens: [B, N] int32 generated ids; 0 past ``lengths``.
-      logprobs: [B, N] float32 raw-policy log-probs (see module docstring); 0 where ``mask`` is False.
+      logprobs: [B, N] float32 policy log-probs at the sampling temperature (see module docstring); 0 where
+        ``mask`` is False.
       behavior_logprobs: [B, N] float32 log-probs under the sampling distribution; 0 where ``mask`` is False.
       mask: [B, N] bool, True for tokens that count (up to and including EOS or the stop string's last token).
       lengths: [B] int32, number of True entries of ``mask`` per row.
@@ -109,7 +111,7 @@ def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Arra
     """Samples the next token of every row from ``logits`` [B, V] and records it at ``state.step``."""
     active = ~state.done
     rows = jnp.arange(logits.shape[0])
-    tok, raw, behavior = sample_logits(logits, state.rng, rows, state.step, cfg, active)
+    tok, policy, behavior = sample_logits(logits, state.rng, rows, state.step, cfg, active)
     tok = jnp.where(active, tok, 0)
 
     def write(buf, value):
@@ -123,7 +125,7 @@ def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Arra
     code = jnp.where(hit_eos, _EOS, jnp.where(hit_stop, _STOP, jnp.where(at_limit, _LENGTH, _RUNNING)))
     return dataclasses.replace(
         state,
-        tokens=write(state.tokens, tok), logprobs=write(state.logprobs, raw),
+        tokens=write(state.tokens, tok), logprobs=write(state.logprobs, policy),
         behavior_logprobs=write(state.behavior_logprobs, behavior),
         last=tok, positions=state.positions + 1, stop_state=stop_state,
         done=state.done | hit_eos | hit_stop | at_limit,

@@ -89,9 +89,18 @@ PAPER_TABLE3: dict[str, dict[str, tuple[float, ...] | None]] = {
 CPU_TINY_SWEEP = ("train.steps=4", "train.tasks_per_step=2", "train.group_size=2", "env.max_turns=5",
                   "train.eval_every=0", "train.eval_tasks=6", "train.eval_before_train=false",
                   "train.checkpoint_every=2")
+
+
+def household_types(types: Sequence[str]) -> str:
+    """The override that plays the household world's ``types`` only."""
+    return f"env.options.task_types={json.dumps(list(types))}"
+
+
 # In the household world: all six task types (the tiny policy's world, ``tiny_policy.DEMO_ENV``), so the per-type
-# columns are filled; the easy preset alone plays only pick-and-place.
-HOUSEHOLD_ALL_TYPES = f"env.options.task_types={json.dumps(list(TASK_TYPES))}"
+# columns are filled; the easy preset alone plays only pick-and-place. A warm-started policy plays the types it was
+# demonstrated instead (as the demo does): it never finds the fridge of a "cool" task by sampling, so the other
+# types would add only all-zero GRPO groups and zero columns.
+HOUSEHOLD_ALL_TYPES = household_types(TASK_TYPES)
 DEFAULT_SEEDS = {"cpu_tiny": (0,), "paper": (0, 1, 2), "released": (0, 1, 2)}  # the paper reports 3 runs
 
 
@@ -154,7 +163,11 @@ class Sweep:
         """The run's config: preset → cpu_tiny sweep sizing → overrides → variant and seed."""
         sizing = ()
         if self.preset == "cpu_tiny":
-            sizing = self.cpu_tiny_sizing + ((HOUSEHOLD_ALL_TYPES,) if self.env_name == "household" else ())
+            sizing = self.cpu_tiny_sizing
+            if self.env_name == "household":
+                from skill1_jax.train.tiny_policy import WARM_START_TYPES
+
+                sizing += (household_types(WARM_START_TYPES) if self.warm_start else HOUSEHOLD_ALL_TYPES,)
         return C.override(C.preset(self.preset, self.env_name),
                           [*sizing, *self.overrides, f"variant={variant}", f"train.seed={seed}"])
 

@@ -16,6 +16,8 @@ import pytest
 
 from experiments import common, learning_curves, table1, table2, table3
 from launch import plot as plot_mod
+from skill1_jax.envs.household_world import TASK_TYPES
+from skill1_jax.train.tiny_policy import WARM_START_TYPES
 from train_helpers import TEST_MODEL, ConstantEncoder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -152,6 +154,10 @@ def test_learning_curves_table_has_mean_and_std_per_evaluation_step_and_writes_t
                          workdir_root=str(tmp_path), read_only=True, warm_start=True,
                          cpu_tiny_sizing=learning_curves.CPU_TINY_CURVES)
     assert sweep.config("skill1", 0).train.steps == 12 and sweep.config("skill1", 0).train.eval_every == 4
+    # A warm-started sweep plays the types the warm start was demonstrated, as the demo does.
+    assert tuple(sweep.config("skill1", 0).env.kwargs["task_types"]) == WARM_START_TYPES
+    cold = dataclasses.replace(sweep, warm_start=False)
+    assert tuple(cold.config("skill1", 0).env.kwargs["task_types"]) == TASK_TYPES
     pick = "pick_and_place_simple"
     curves = {("skill1", 0): [10.0, 20.0, 40.0], ("skill1", 1): [10.0, 30.0, 60.0], ("no_library", 0): [10.0, 5.0, 15.0]}
     for (variant, seed), successes in curves.items():

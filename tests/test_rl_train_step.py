@@ -178,8 +178,8 @@ def test_learner_with_zero_kl_skips_the_reference_and_updates_as_if_it_had_score
     from skill1_jax.rl.train_step import make_ragged_update
     from skill1_jax.train.trainer import Learner
     graphdef, params = tiny
-    cfg = CFG.replace(kl_coef=0.0)
-    learner = Learner(graphdef, _copy(params), C.cpu_tiny().replace(rl=cfg))
+    learner = Learner(graphdef, _copy(params), C.cpu_tiny().replace(rl=CFG.replace(kl_coef=0.0)))
+    cfg = learner.rl  # cpu_tiny's: also scores at its rollout temperature, 0.7
     assert learner.ref_params is None and learner.ref_logprobs is None  # no second copy of the model
     [micro] = mini_batches(_ragged_rows(4, ROWS), mini_batch_size=ROWS, row_unit=4, length_bucket=8, seed=0)
     metrics = learner.update([micro], {})

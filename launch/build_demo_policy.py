@@ -3,7 +3,7 @@
     python -m launch.build_demo_policy --out=/tmp/demo_policy          # ~1 hour on 2 cores (see its warm_start.json)
 
 Builds the household BPE tokenizer and a random-init tiny Qwen2 (`tiny_policy.build_tiny_policy`), then runs the
-warm start's recipe (`tiny_policy.RECIPE`: two SFT stages on expert demonstrations of three of the six task
+warm start's recipe (`tiny_policy.RECIPE`: three SFT stages on expert demonstrations of three of the six task
 types) and writes the HF model dir with ``warm_start.json`` (recipe, seconds per stage, final NLL). Pass the output
 to the demo with ``python -m launch.demo --warm_start=<dir>``. The same seed on the same software gives the same
 weights; other CPUs may differ in float rounding.

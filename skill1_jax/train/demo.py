@@ -2,7 +2,7 @@
 
 Every stage runs the same code as a 7B run (``train.run.train`` with the ``cpu_tiny`` config); only the sizes
 differ. The policy starts from the warm start shipped in the package (`tiny_policy.SHIPPED_POLICY`, rebuilt by
-``python -m launch.build_demo_policy`` in ~70 CPU-minutes) or from another such directory. The run directory holds:
+``python -m launch.build_demo_policy`` in ~80 CPU-minutes) or from another such directory. The run directory holds:
 
   policy_warm/    a copy of the starting policy (HF dir: config, safetensors, household BPE tokenizer,
                   warm_start.json: how it was trained)

@@ -4,11 +4,12 @@ One demonstrated episode gives one `Example` (segment kind, user message, reply)
 order a Skill1 rollout produces them (spec §1):
 
 * query: `prompts.query_prompt` → ``tips for ...</query>`` (the prompt already opened the tag);
-* re-rank: `prompts.rerank_prompt` over 2-3 candidate strategies (the one written for this task type and others
-  written for other types, shuffled) → ``<rank>2,1,3</rank>`` with the matching one first; with fewer than two
-  candidates, the dummy prompt → ``<rank>none</rank>``;
-* play: one per command, `prompts.play_prompt` with the top-ranked strategy as the skill →
-  ``<think>...</think><action>...</action>``;
+* re-rank: `prompts.rerank_prompt` over 2-3 candidate skills (one for this task type and others for other types,
+  shuffled) → ``<rank>2,1,3</rank>`` with the matching one first; with fewer than two candidates, the dummy
+  prompt → ``<rank>none</rank>``. The candidates are the per-type `STRATEGIES` or, with ``skills="lessons"``,
+  concrete lessons earlier demonstrations distilled (`LessonPool`: what a trained library retrieves);
+* play: one per command, `prompts.play_prompt` with the top-ranked skill (with lessons, half the episodes get all
+  candidates in ranked order, as evaluation injects all K) → ``<think>...</think><action>...</action>``;
 * distill: `prompts.distill_prompt` on the finished trajectory → ``<think>...</think>`` and a fenced JSON lesson.
 
 The demonstrator is `household_expert` limited to what a player can know: the expert sees the whole world and walks
@@ -23,6 +24,7 @@ Replies are short fixed templates so that a ~4 M-parameter policy can learn them
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import random
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 
 from skill1_jax.agent import prompts
 from skill1_jax.agent.history import EpisodeHistory
+from skill1_jax.agent.parsing import parse_distill
 from skill1_jax.envs import base
 from skill1_jax.envs.household import HouseholdEnv
 from skill1_jax.envs.household_world import APPLIANCE, LAMP, TASK_TYPES, World, type_of
@@ -134,19 +137,52 @@ class _Demonstrator:
         return f"go to {self.world.receptacles[nxt]}"
 
 
-def _rerank(world: World, rng: random.Random, max_candidates: int) -> tuple[list[str], str, list[str]]:
-    """(candidate strategies, expert ranking reply, the play prompt's skills)."""
+SKILL_SOURCES = ("strategies", "lessons")
+
+
+class LessonPool:
+    """The concrete lessons earlier demonstrations distilled (parsed as the trainer parses them), the last ``size``
+    per task type: what a trained library holds and retrieves, e.g. "Action Insight: take mug 1 from countertop 2,
+    then ... | Navigation Insight: The mug was at countertop 2, not at cabinet 1."."""
+
+    def __init__(self, size: int = 8):
+        self.by_type = {t: collections.deque(maxlen=size) for t in TASK_TYPES}
+
+    def add(self, task_type: str, distill_reply: str) -> None:
+        lesson = parse_distill(distill_reply, success=True)
+        if lesson is not None:
+            self.by_type[task_type].append(lesson.strategy)
+
+
+def _rerank(world: World, rng: random.Random, max_candidates: int,
+            lessons: LessonPool | None = None) -> tuple[list[str], str, list[str]]:
+    """(candidate skills, expert ranking reply, the play prompt's skills).
+
+    Without ``lessons`` the candidates are the per-type `STRATEGIES` and the play prompt gets the top one. With
+    ``lessons`` they are earlier episodes' lessons (one of this type, the others of other types, each naming some
+    other task's objects), and the play prompt gets the top one (the training protocol) or, half the time, all of
+    them in ranked order (evaluation injects all K): the demonstrator's actions never follow a lesson's names, so the
+    policy learns to read its observation rather than copy another task's objects from a skill.
+    """
     num = rng.randint(0, max_candidates)
+    if lessons is None:
+        own, others = STRATEGIES[world.task_type], [STRATEGIES[t] for t in TASK_TYPES if t != world.task_type]
+    else:
+        pool = lessons.by_type
+        own = rng.choice(pool[world.task_type]) if pool[world.task_type] else None
+        others = [rng.choice(pool[t]) for t in TASK_TYPES if t != world.task_type and pool[t]]
+        num = min(num, len(others) + 1) if own is not None else 0
     if num == 0:
         return [], "<rank>none</rank>", []
-    others = [STRATEGIES[t] for t in TASK_TYPES if t != world.task_type]
-    candidates = [STRATEGIES[world.task_type]] + rng.sample(others, num - 1)
+    candidates = [own] + rng.sample(others, num - 1)
     rng.shuffle(candidates)
     if num == 1:
         return candidates, "<rank>none</rank>", candidates
-    best = candidates.index(STRATEGIES[world.task_type])
+    best = candidates.index(own)
     order = [best] + [i for i in range(num) if i != best]
-    return candidates, "<rank>" + ",".join(str(i + 1) for i in order) + "</rank>", [candidates[best]]
+    inject_all = lessons is not None and rng.random() < 0.5
+    skills = [candidates[i] for i in order] if inject_all else [candidates[best]]
+    return candidates, "<rank>" + ",".join(str(i + 1) for i in order) + "</rank>", skills
 
 
 def _distill_reply(world: World, history: EpisodeHistory, won: bool) -> str:
@@ -175,14 +211,15 @@ def _distill_reply(world: World, history: EpisodeHistory, won: bool) -> str:
     return f"<think>{think}</think>\n```json\n{json.dumps(lesson)}\n```"
 
 
-def expert_episode(env: HouseholdEnv, task: base.TaskRef, rng: random.Random,
-                   max_candidates: int = 3) -> list[Example]:
-    """The query, re-rank, play and distill examples of one demonstrated episode of ``task``."""
+def expert_episode(env: HouseholdEnv, task: base.TaskRef, rng: random.Random, max_candidates: int = 3,
+                   lessons: LessonPool | None = None) -> list[Example]:
+    """The query, re-rank, play and distill examples of one demonstrated episode of ``task``; with ``lessons``
+    the skills are earlier episodes' lessons (`_rerank`) and this episode's lesson joins them."""
     obs, info = env.reset(task)
     world, text = env.world(task), info[base.TASK]
     query = QUERIES[world.task_type].format(o=world.goal_object, r=world.goal_receptacle)
     examples = [Example(Segment.QUERY, prompts.query_prompt(ENV, text, obs), f"{query}</query>")]
-    candidates, ranking, skills = _rerank(world, rng, max_candidates)
+    candidates, ranking, skills = _rerank(world, rng, max_candidates, lessons)
     examples.append(Example(Segment.RANK, prompts.rerank_prompt(ENV, text, obs, candidates), ranking))
 
     demonstrator, history = _Demonstrator(env, world), EpisodeHistory(ENV, text)
@@ -198,12 +235,23 @@ def expert_episode(env: HouseholdEnv, task: base.TaskRef, rng: random.Random,
         held = world.objects[env.state.held] if env.state.held >= 0 else None
         demonstrator.observe()
 
+    lesson = _distill_reply(world, history, won)
     examples.append(Example(Segment.DISTILL, prompts.distill_prompt(ENV, text, won, history.trajectory_text()),
-                            _distill_reply(world, history, won)))
+                            lesson))
+    if lessons is not None and won:  # only successful attempts are admitted to a library
+        lessons.add(world.task_type, lesson)
     return examples
 
 
-def expert_examples(env: HouseholdEnv, tasks: Sequence[base.TaskRef], seed: int = 0) -> list[Example]:
-    """The examples of one demonstrated episode per task, in task order (deterministic for ``seed``)."""
+def expert_examples(env: HouseholdEnv, tasks: Sequence[base.TaskRef], seed: int = 0,
+                    skills: str = "strategies") -> list[Example]:
+    """The examples of one demonstrated episode per task, in task order (deterministic for ``seed``).
+
+    ``skills``: ``"strategies"`` (the re-rank candidates and play skills are the per-type `STRATEGIES`) or
+    ``"lessons"`` (the lessons earlier episodes of these tasks distilled, `LessonPool`).
+    """
+    if skills not in SKILL_SOURCES:
+        raise ValueError(f"skills must be one of {SKILL_SOURCES}, got {skills!r}")
     rng = random.Random(seed)
-    return [ex for task in tasks for ex in expert_episode(env, task, rng)]
+    lessons = LessonPool() if skills == "lessons" else None
+    return [ex for task in tasks for ex in expert_episode(env, task, rng, lessons=lessons)]

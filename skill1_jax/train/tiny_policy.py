@@ -53,7 +53,7 @@ DEMO_ENV: dict[str, Any] = {"preset": "easy", "task_types": TASK_TYPES}
 # Warm-start task types; clean, cool and pick-two are held out (each is one step away from a trained type).
 WARM_START_TYPES = ("pick_and_place_simple", "look_at_obj_in_light", "pick_heat_then_place_in_recep")
 # The warm start shipped in the package (`warm_start`'s default recipe, written by `launch/build_demo_policy.py`):
-# a tiny policy copies from its prompt only after ~800 updates, and the recipe's 2,100 took 67 minutes on 2 cores,
+# a tiny policy copies from its prompt only after ~800 updates, and the recipe's 2,500 took 79 minutes on 2 cores,
 # more than the demo's budget, so the demo starts from this policy as a real run starts from a downloaded model.
 SHIPPED_POLICY = pathlib.Path(__file__).with_name("demo_policy")
 
@@ -120,20 +120,25 @@ def build_tiny_policy(path: str, *, seed: int = 0, preset: str = "demo", texts: 
 @dataclasses.dataclass(frozen=True)
 class SFTStage:
     """One stage of the warm start: ``steps`` updates (`sft.train`, its own warmup-cosine schedule peaking at
-    ``learning_rate``) over one demonstrated episode of each train task in [first_task, first_task + num_tasks)."""
+    ``learning_rate``) over one demonstrated episode of each train task in [first_task, first_task + num_tasks),
+    with ``skills`` as the re-rank candidates and play skills (`expert_data.expert_examples`)."""
 
     first_task: int
     num_tasks: int
     steps: int
     learning_rate: float
+    skills: str = "strategies"
 
 
 # The shipped warm start's recipe. Stage 2 continues on new episodes at half the peak rate: after stage 1 the
 # policy copies names from its prompt but still misreads observations (walks on past the object it is looking for).
 # Measured on 48 held-out tasks of the three types (10 turns, T = 0.4, two sampling seeds): stage 1 won 2 and 3,
-# stage 1 + 2 won 10 and 11 (docs/tiny_policy.md).
+# stage 1 + 2 won 10 and 11. Stage 3 shows it the skills a trained library serves (other tasks' concrete lessons):
+# after stages 1 + 2 the 5 lessons of a demo run's library took held-out success from 22.9 to 12.5 % (48 tasks; 25
+# to 0 % on the demo's 24), because the policy copied their objects; after stage 3, 18.8 → 16.7 % (docs/tiny_policy.md).
 RECIPE = (SFTStage(first_task=0, num_tasks=1200, steps=1200, learning_rate=3e-3),
-          SFTStage(first_task=1200, num_tasks=1200, steps=900, learning_rate=1.5e-3))
+          SFTStage(first_task=1200, num_tasks=1200, steps=900, learning_rate=1.5e-3),
+          SFTStage(first_task=2400, num_tasks=400, steps=400, learning_rate=7.5e-4, skills="lessons"))
 
 
 def warm_start(policy_dir: str, path: str, *, task_types: Sequence[str] = WARM_START_TYPES,
@@ -163,7 +168,7 @@ def warm_start(policy_dir: str, path: str, *, task_types: Sequence[str] = WARM_S
     model, results = load_hf_checkpoint(policy_dir), []
     for i, stage in enumerate(stages):
         tasks = env.tasks("train")[stage.first_task:stage.first_task + stage.num_tasks]
-        rows = sft.tokenize_examples(tokenizer, expert_examples(env, tasks, seed + i))
+        rows = sft.tokenize_examples(tokenizer, expert_examples(env, tasks, seed + i, stage.skills))
         model, result = sft.train(model, rows, steps=stage.steps, batch_size=batch_size,
                                   learning_rate=stage.learning_rate, prompt_weight=prompt_weight, seed=seed + i,
                                   progress=progress)
@@ -192,5 +197,5 @@ def shipped_warm_start() -> str:
     """The directory of the warm start shipped with the package (an HF model dir with its tokenizer)."""
     if not (SHIPPED_POLICY / "model.safetensors").is_file():
         raise FileNotFoundError(f"the shipped demo policy is missing from {SHIPPED_POLICY}; rebuild it with "
-                                f"`python -m launch.build_demo_policy` (~70 minutes on 2 cores)")
+                                f"`python -m launch.build_demo_policy` (~80 minutes on 2 cores)")
     return str(SHIPPED_POLICY)

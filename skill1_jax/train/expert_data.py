@@ -19,7 +19,7 @@ or the task's appliance), the demonstrator searches instead: it goes to the firs
 in the sorted order of the admissible ``go to`` commands, and opens it if it is closed. Once the object has been
 seen the expert's own plan takes over.
 
-Replies are short fixed templates so that a ~4 M-parameter policy can learn them in minutes.
+Replies are short fixed templates so that a ~1 M-parameter policy can learn them in minutes.
 """
 
 from __future__ import annotations

@@ -165,9 +165,10 @@ class Sweep:
         if self.preset == "cpu_tiny":
             sizing = self.cpu_tiny_sizing
             if self.env_name == "household":
-                from skill1_jax.train.tiny_policy import WARM_START_TYPES
+                from skill1_jax.train.tiny_policy import demonstrated_types, shipped_warm_start
 
-                sizing += (household_types(WARM_START_TYPES) if self.warm_start else HOUSEHOLD_ALL_TYPES,)
+                sizing += (household_types(demonstrated_types(shipped_warm_start())) if self.warm_start
+                           else HOUSEHOLD_ALL_TYPES,)
         return C.override(C.preset(self.preset, self.env_name),
                           [*sizing, *self.overrides, f"variant={variant}", f"train.seed={seed}"])
 

@@ -19,6 +19,7 @@ from flax import nnx
 from transformers import AutoTokenizer, Qwen2ForCausalLM
 
 from skill1_jax.agent import parsing
+from skill1_jax.agent.prompts import SKILL_HEADER
 from skill1_jax.envs import base
 from skill1_jax.envs.household_world import APPLIANCE, TASK_TYPES, type_of
 from skill1_jax.model.config import ModelConfig
@@ -238,17 +239,34 @@ def test_sft_step_reports_the_weighted_nll_and_lowers_it_on_a_fixed_batch(short_
 # ----------------------------------------------------------------------------------------------- expert data
 
 
+def split_episodes(examples):
+    episodes = []
+    for ex in examples:
+        if ex.segment == Segment.QUERY:
+            episodes.append([])
+        episodes[-1].append(ex)
+    return episodes
+
+
+def rank_candidates(prompt: str) -> list[str]:
+    """The candidate skills a re-rank prompt lists, in order."""
+    return [line.split("]: ", 1)[1] for line in prompt.splitlines() if line.startswith("[Experience")]
+
+
+def skill_lines(prompt: str) -> list[str]:
+    """The skills a play prompt injects (the lines between the header and the staleness warning)."""
+    lines = prompt.splitlines()
+    if SKILL_HEADER not in lines:
+        return []
+    start = lines.index(SKILL_HEADER) + 1
+    return lines[start:next(i for i in range(start, len(lines)) if lines[i].startswith("Warning:"))]
+
+
 @pytest.mark.parametrize("env_kwargs", [tiny_policy.DEMO_ENV, {"preset": "default"}], ids=["demo", "default"])
 def test_every_expert_reply_parses_and_the_demonstrator_wins(env_kwargs):
     env = base.make_env(ENV, **env_kwargs)
     tasks = env.tasks("train")[:4 * len(TASK_TYPES)]
-    episodes, current = [], []
-    for ex in expert_data.expert_examples(env, tasks, seed=1):
-        if ex.segment == Segment.QUERY and current:
-            episodes.append(current)
-            current = []
-        current.append(ex)
-    episodes.append(current)
+    episodes = split_episodes(expert_data.expert_examples(env, tasks, seed=1))
     assert len(episodes) == len(tasks)
     for task, episode in zip(tasks, episodes):
         world = env.world(task)
@@ -257,7 +275,7 @@ def test_every_expert_reply_parses_and_the_demonstrator_wins(env_kwargs):
             Segment.DISTILL]
         assert parsing.parse_query(query.reply) == expert_data.QUERIES[world.task_type].format(
             o=world.goal_object, r=world.goal_receptacle)
-        strategies = [line.split("]: ", 1)[1] for line in rank.prompt.splitlines() if line.startswith("[Experience")]
+        strategies = rank_candidates(rank.prompt)
         order, ok = parsing.parse_rank(rank.reply, len(strategies))
         assert ok == (len(strategies) >= 2)
         if ok:
@@ -281,24 +299,6 @@ def test_every_expert_reply_parses_and_the_demonstrator_wins(env_kwargs):
             assert before == sorted(world.receptacles)[:len(before)]
 
 
-def split_episodes(examples):
-    episodes = []
-    for ex in examples:
-        if ex.segment == Segment.QUERY:
-            episodes.append([])
-        episodes[-1].append(ex)
-    return episodes
-
-
-def skill_lines(prompt: str) -> list[str]:
-    """The skills a play prompt injects (the lines between the header and the staleness warning)."""
-    lines = prompt.splitlines()
-    if "Relevant skills from the skill library:" not in lines:
-        return []
-    start = lines.index("Relevant skills from the skill library:") + 1
-    return lines[start:next(i for i in range(start, len(lines)) if lines[i].startswith("Warning:"))]
-
-
 def test_lesson_skills_come_from_earlier_won_episodes_and_never_change_the_demonstrated_actions():
     env = base.make_env(ENV, **(tiny_policy.DEMO_ENV | {"task_types": tiny_policy.WARM_START_TYPES}))
     tasks = env.tasks("train")[:30]
@@ -309,9 +309,10 @@ def test_lesson_skills_come_from_earlier_won_episodes_and_never_change_the_demon
     for task, a, b in zip(tasks, plain, taught):
         world = env.world(task)
         # The demonstrator reads observations only: the same actions whatever the skills say.
-        assert [e.reply for e in a if e.segment == Segment.ACTION] == [e.reply for e in b if e.segment == Segment.ACTION]
+        actions = [[e.reply for e in episode if e.segment == Segment.ACTION] for episode in (a, b)]
+        assert actions[0] == actions[1]
         rank, plays = b[1], [e for e in b if e.segment == Segment.ACTION]
-        candidates = [line.split("]: ", 1)[1] for line in rank.prompt.splitlines() if line.startswith("[Experience")]
+        candidates = rank_candidates(rank.prompt)
         earlier = dict((s, t) for t, s in distilled)
         assert all(c in earlier for c in candidates)  # lessons distilled by earlier episodes, none invented
         assert not set(candidates) & set(expert_data.STRATEGIES.values())

@@ -27,7 +27,7 @@ from typing import Any
 from skill1_jax import config as C
 from skill1_jax.train import run
 from skill1_jax.train.evaluate import EvalResult, markdown_table
-from skill1_jax.train.tiny_policy import DEMO_ENV, WARM_START_TYPES, shipped_warm_start
+from skill1_jax.train.tiny_policy import DEMO_ENV, demonstrated_types, shipped_warm_start
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
         from skill1_jax.skills import SentenceEncoder
 
         encoder = SentenceEncoder()
-    record = warm_dir / "warm_start.json"
-    trained = json.loads(record.read_text())["recipe"]["task_types"] if record.exists() else list(WARM_START_TYPES)
+    trained = demonstrated_types(str(warm_dir))
     types = tuple(opts.task_types or trained)
     runs = {"Skill1": ("skill1", root / "skill1"), "GRPO (no_library)": ("no_library", root / "grpo")}
     for name, (variant, wd) in runs.items():
@@ -128,6 +127,6 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
     (root / "results.md").write_text(text)
     results = {"warm_start": warm.to_dict(), "grpo": grpo.to_dict(), "skill1": skill1.to_dict(),
                "options": dataclasses.asdict(opts), "timings": timings,
-               "task_types": list(types), "warm_start_types": trained}
+               "task_types": list(types), "warm_start_types": list(trained)}
     (root / "results.json").write_text(json.dumps(results, indent=2))
     return {"table": table, "results": results, "root": str(root)}

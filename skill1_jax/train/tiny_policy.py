@@ -135,7 +135,8 @@ class SFTStage:
 # Measured on 48 held-out tasks of the three types (10 turns, T = 0.4, two sampling seeds): stage 1 won 2 and 3,
 # stage 1 + 2 won 10 and 11. Stage 3 shows it the skills a trained library serves (other tasks' concrete lessons):
 # after stages 1 + 2 the 5 lessons of a demo run's library took held-out success from 22.9 to 12.5 % (48 tasks; 25
-# to 0 % on the demo's 24), because the policy copied their objects; after stage 3, 18.8 → 16.7 % (docs/tiny_policy.md).
+# to 0 % on the demo's 24), because the policy copied their objects; after stage 3, 18.8 → 16.7 %
+# (docs/tiny_policy.md).
 RECIPE = (SFTStage(first_task=0, num_tasks=1200, steps=1200, learning_rate=3e-3),
           SFTStage(first_task=1200, num_tasks=1200, steps=900, learning_rate=1.5e-3),
           SFTStage(first_task=2400, num_tasks=400, steps=400, learning_rate=7.5e-4, skills="lessons"))
@@ -191,6 +192,15 @@ def write_warm_start_record(path: str, recipe: dict[str, Any], results: Sequence
                                                (losses[i:i + 100] for i in range(0, len(losses), 100))]}
     with open(os.path.join(path, "warm_start.json"), "w") as f:
         json.dump(record, f, indent=2)
+
+
+def demonstrated_types(policy_dir: str) -> tuple[str, ...]:
+    """The task types the warm start in ``policy_dir`` was demonstrated (its ``warm_start.json`` recipe);
+    `WARM_START_TYPES` for a policy dir without that record."""
+    record = pathlib.Path(policy_dir) / "warm_start.json"
+    if not record.exists():
+        return WARM_START_TYPES
+    return tuple(json.loads(record.read_text())["recipe"]["task_types"])
 
 
 def shipped_warm_start() -> str:

@@ -1,5 +1,6 @@
 """The pure Skill1 loss against an independent NumPy implementation, and the re-rank gradient identity."""
 
+import dataclasses
 import functools
 
 import jax
@@ -14,6 +15,7 @@ from skill1_jax.rl.batch import Segment
 from skill1_jax.rl.config import RLConfig
 from skill1_jax.rl.logprobs import token_logprobs
 from skill1_jax.rl.loss import OBJECTIVE_FNS, loss_normalizers, make_loss_fn
+from skill1_jax.rl.rows import Row, pack_rows, rollout_mean_weights
 from skill1_jax.rl.synthetic import synthetic_batch
 
 VOCAB = 512
@@ -93,7 +95,7 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["paper", "eq13-seq-mean", "other-coefs", "plain-grpo"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["paper", "seq-mean", "other-coefs", "plain-grpo"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_loss_and_every_term_match_numpy_reference(cfg, seed):
     logp, entropy, batch = _random_inputs(seed)
@@ -106,13 +108,62 @@ def test_loss_and_every_term_match_numpy_reference(cfg, seed):
     assert ref_metrics["pg/clipfrac"] > 0  # the clip branch is exercised
 
 
+def _as_rows(batch, rollouts):
+    """The synthetic batch's rows as ``Row``s (advantage, kind, log-probs kept) with ``rollout_mean_weights``."""
+    rows = []
+    for i in range(batch.num_rows):
+        resp = np.flatnonzero(batch.loss_mask[i])
+        p = int(resp[0])
+        rows.append(Row(prompt_ids=batch.tokens[i, :p], response_ids=batch.tokens[i, resp],
+                        logprobs=batch.old_logp[i, resp], kind=Segment(int(batch.segment[i, p])),
+                        advantage=float(batch.advantage[i]), group=int(batch.group_id[i])))
+    return rollout_mean_weights(rows, rollouts, "skill1")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rollout_mean_is_the_mean_over_rollouts_of_each_rollouts_token_mean(seed):
+    """Paper Eq. 13 / Appendix B: 1/|τ_i| over rollout i's tokens of a term, then 1/(#rollouts) over rollouts."""
+    _, _, synth = _random_inputs(seed, rows=12)
+    rollouts = np.random.default_rng(seed).integers(0, 4, synth.num_rows)  # rows of one rollout: several turns
+    batch = pack_rows(_as_rows(synth, rollouts), synth.num_rows, synth.seq_len)
+    batch = dataclasses.replace(batch, ref_logp=synth.ref_logp)
+    rng = np.random.default_rng(seed + 7)
+    logp = np.where(batch.loss_mask > 0, batch.old_logp + rng.uniform(-0.5, 0.5, batch.old_logp.shape), 0.0)
+    entropy = rng.uniform(0.0, 5.0, logp.shape)
+    cfg = RLConfig(loss_agg="rollout-mean")
+    loss, metrics = _jitted_objective(cfg)(logp.astype(np.float32), entropy.astype(np.float32), batch)
+
+    # Reference: per (rollout, term) token lists, explicit loops, float64, no weights.
+    terms = {Segment.QUERY: "util", Segment.ACTION: "util", Segment.RANK: "rerank", Segment.DISTILL: "distill"}
+    per = {}
+    for i in range(batch.num_rows):
+        adv = float(batch.advantage[i])
+        for t in np.flatnonzero(batch.loss_mask[i]):
+            kind = Segment(int(batch.segment[i, t]))
+            ratio = np.exp(logp[i, t] - batch.old_logp[i, t])
+            ppo = max(-adv * ratio, -adv * min(max(ratio, 0.8), 1.2))
+            r = batch.ref_logp[i, t] - logp[i, t]
+            value = -adv * logp[i, t] if kind == Segment.RANK else ppo
+            per.setdefault((rollouts[i], terms[kind]), []).append((value, min(np.exp(r) - r - 1, 10.0)))
+    mean_over = lambda term: _mean([np.mean([v for v, _ in vals]) for (_, t), vals in per.items() if t == term])
+    ref = {f"loss/{t}": mean_over(t) for t in ("util", "rerank", "distill")}
+    ref["kl/ref"] = _mean([np.mean([k for _, k in vals]) for vals in per.values()])
+    assert len({i for i, t in per if t == "util"}) > 1 and any(len(v) > 1 for v in per.values())
+    for k, v in ref.items():
+        assert float(metrics[k]) == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    expected = ref["loss/util"] + 0.3 * ref["loss/rerank"] + 0.3 * ref["loss/distill"] + 0.01 * ref["kl/ref"]
+    assert float(loss) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    # Token counts stay counts (metrics), whatever the weights.
+    assert float(loss_normalizers(batch).counts["util"]) == float(((batch.segment == 1) | (batch.segment == 3)).sum())
+
+
 def test_term_without_tokens_contributes_zero():
     logp, entropy, batch = _random_inputs(3, kind_probs=(0.5, 0.0, 0.5, 0.0))  # no rank / distill rows
     _, metrics = _jitted_objective(RLConfig())(logp, entropy, batch)
     assert float(metrics["loss/rerank"]) == 0.0 and float(metrics["loss/distill"]) == 0.0
 
 
-def test_token_mean_differs_from_eq13_seq_mean_on_uneven_lengths():
+def test_token_mean_differs_from_seq_mean_on_uneven_lengths():
     logp, entropy, batch = _random_inputs(4)
     a = _jitted_objective(RLConfig())(logp, entropy, batch)[0]
     b = _jitted_objective(RLConfig(loss_agg="seq-mean-token-mean"))(logp, entropy, batch)[0]

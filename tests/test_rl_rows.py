@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from skill1_jax.rl.batch import Segment
-from skill1_jax.rl.rows import Row, bucket, mini_batches, pack_rows, row_stats
+from skill1_jax.rl.rows import Row, bucket, mini_batches, pack_rows, rollout_mean_weights, row_stats
 
 
 def random_rows(rng, n):
@@ -40,6 +40,23 @@ def test_pack_rows_layout_masks_kinds_and_positions():
     assert not b.attention_mask[2:].any()  # all-padding rows
     with pytest.raises(ValueError, match="does not fit"):
         pack_rows(rows, num_rows=4, seq_len=4)
+
+
+def test_rollout_mean_weights_are_one_over_the_rollouts_tokens_per_term():
+    row = lambda n, kind, truncated=False: Row(np.arange(2), np.arange(n), np.zeros(n), kind, 1.0, 0, truncated)
+    rows = [row(3, Segment.QUERY), row(2, Segment.ACTION), row(5, Segment.RANK), row(4, Segment.ACTION),
+            row(7, Segment.ACTION, truncated=True), row(6, Segment.DISTILL)]
+    rollout = [0, 0, 0, 1, 1, 1]
+    # skill1: util = query + action of the same rollout (3 + 2 tokens; rollout 1's truncated turn counts nothing),
+    # rerank and distill alone.
+    got = [r.weight for r in rollout_mean_weights(rows, rollout, "skill1")]
+    assert got == pytest.approx([1 / 5, 1 / 5, 1 / 5, 1 / 4, 1.0, 1 / 6])
+    # grpo: one term over every kind of the rollout (3 + 2 + 5 and 4 + 6 tokens).
+    got = [r.weight for r in rollout_mean_weights(rows, rollout, "grpo")]
+    assert got == pytest.approx([1 / 10, 1 / 10, 1 / 10, 1 / 10, 1.0, 1 / 10])
+    # The weights reach the loss mask; a truncated row still carries none.
+    b = pack_rows(rollout_mean_weights(rows, rollout, "grpo"), 6, 16)
+    np.testing.assert_allclose(b.loss_mask.sum(axis=1), [0.3, 0.2, 0.5, 0.4, 0.0, 0.6], rtol=1e-6)
 
 
 def test_bucket_ladder():

@@ -14,7 +14,7 @@ from skill1_jax import config as C
 from skill1_jax.model.qwen2 import Qwen2
 from skill1_jax.rl.batch import Segment
 from skill1_jax.train.policy import ScriptedPolicy
-from skill1_jax.train.trainer import Trainer
+from skill1_jax.train.trainer import Trainer, training_rows
 
 from train_helpers import TEST_MODEL, ConstantEncoder, HouseholdScript, expert_actions
 
@@ -131,6 +131,22 @@ def test_step1_rows_are_token_exact_with_right_masks_kinds_and_advantages(script
         want = adv.distill_advantage[i] if kind == Segment.DISTILL else adv.util_advantage[i]
         assert row.advantage == pytest.approx(want)
         assert not row.truncated
+
+
+def test_rollout_mean_rows_weigh_every_rollouts_util_and_distill_tokens_to_one(scripted_run):
+    """Paper Eq. 13 (``loss_agg="rollout-mean"``): the step's rows, rebuilt with that aggregation, give each
+    rollout's query + action tokens total weight 1 and its distill tokens total weight 1; token-mean leaves 1 each."""
+    trainer, steps, _, _ = scripted_run
+    s = steps[0]
+    rl = dataclasses.replace(trainer.learner.rl, loss_agg="rollout-mean")
+    rows = training_rows(s["rollouts"], s["rewards"], trainer.trained_kinds, rl)
+    assert [r.weight for r in s["rows"]] == [1.0] * len(s["rows"])
+    totals = {}
+    for row, (i, e) in zip(rows, [(i, e) for i, e in enumerate(s["rollouts"].episodes) for _ in e.segments]):
+        term = "distill" if row.kind == Segment.DISTILL else "util"
+        totals[i, term] = totals.get((i, term), 0.0) + row.weight * len(row.response_ids)
+    assert len(totals) == 2 * len(s["rollouts"].episodes)
+    assert list(totals.values()) == pytest.approx([1.0] * len(totals))
 
 
 def test_step1_admits_exactly_the_successful_distillations(scripted_run):

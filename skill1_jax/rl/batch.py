@@ -41,6 +41,12 @@ class Segment(enum.IntEnum):
     DISTILL = 4  # distilled skill s_new: PPO-clip with Â_distill, weight λ2
 
 
+# The Skill1 objective's loss terms and the segment kinds each trains on (the plain-GRPO objective trains one term,
+# "response", on every kind).
+TERM_KINDS: Mapping[str, tuple[Segment, ...]] = {
+    "util": (Segment.QUERY, Segment.ACTION), "rerank": (Segment.RANK,), "distill": (Segment.DISTILL,)}
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainBatch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "rollout-mean")
 OBJECTIVES = ("skill1", "grpo")
 MOMENT_DTYPES = ("float32", "bfloat16")
 
@@ -26,8 +26,10 @@ class RLConfig:
       lambda_distill: λ2, weight of the distillation PPO term (Eq. 10, 13).
       kl_coef: β, weight of the low-variance (k3) KL to the frozen reference policy.
       entropy_coef: weight of the entropy bonus (subtracted from the loss); 0 keeps the paper's objective.
-      loss_agg: ``"token-mean"`` (mean over the term's tokens in the mini-batch; what the runs used) or
-        ``"seq-mean-token-mean"`` (mean over a row's tokens, then over rows; paper Eq. 13).
+      loss_agg: ``"token-mean"`` (mean over the term's tokens in the mini-batch; what the released runs used),
+        ``"seq-mean-token-mean"`` (mean over a row's tokens, i.e. one generated segment's, then over rows) or
+        ``"rollout-mean"`` (paper Eq. 13 / Appendix B: mean over a rollout's tokens of the term, then over
+        rollouts; ``rl.rows.rollout_mean_weights``).
       learning_rate: AdamW learning rate (constant, no warm-up).
       weight_decay: AdamW decoupled weight decay.
       max_grad_norm: global-norm gradient clip.

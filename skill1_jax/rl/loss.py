@@ -13,8 +13,12 @@ Definition (``token-mean``, the default; what the paper's runs used):
 * H         = token-mean entropy over all response tokens (bonus, c_H = 0 by default).
 
 Each term is normalised by its *own* token count in the whole mini-batch, so a batch with many action tokens does
-not shrink the re-rank term. With ``seq-mean-token-mean`` (paper Eq. 13) every row is first averaged over its own
-tokens of that term, then the term averages over the rows that have such tokens.
+not shrink the re-rank term. With ``seq-mean-token-mean`` every row (one generated segment) is first averaged over
+its own tokens of that term, then the term averages over the rows that have such tokens. With ``rollout-mean``
+(paper Eq. 13, Appendix B: 1/|τ_i| over a rollout's tokens, then over rollouts) the rows carry per-token weights
+1/|τ_i| in ``loss_mask`` (``rl.rows.rollout_mean_weights``: |τ_i| is the rollout's trained tokens of the term), and
+the term is the weighted token-mean Σ w·ℓ / Σ w: within a mini-batch that holds whole rollouts, exactly the mean
+over rollouts of each rollout's token-mean, so a long failed rollout weighs as much as a short won one.
 
 Counts come from ``LossNormalizers`` computed on the full mini-batch and passed in: the loss of a micro-batch is
 then its exact share of the mini-batch loss, so summing micro-batch gradients equals the full-batch gradient, and
@@ -32,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skill1_jax.rl.batch import Segment, TrainBatch
+from skill1_jax.rl.batch import TERM_KINDS, Segment, TrainBatch
 from skill1_jax.rl.config import RLConfig
 from skill1_jax.rl.logprobs import token_logprobs
 
@@ -43,29 +47,28 @@ KL_CLAMP = 10.0  # k3 is clamped to [-10, 10] (as verl's low_var_kl) so one wild
 
 # ---- masks and normalizers --------------------------------------------------------------------------------
 def term_masks(batch: TrainBatch) -> dict[str, Array]:
-    """[B, T] float32 masks of the tokens each term trains on."""
+    """[B, T] float32 masks of the tokens each term trains on: the token's loss weight (1, or 1/|τ_i| under
+    ``rollout-mean``) where it belongs to the term, else 0."""
     seg, m = batch.segment, batch.loss_mask.astype(jnp.float32)
-    is_kind = lambda *kinds: jnp.isin(seg, jnp.array([int(k) for k in kinds], seg.dtype))
-    return {
-        "util": m * is_kind(Segment.QUERY, Segment.ACTION),
-        "rerank": m * is_kind(Segment.RANK),
-        "distill": m * is_kind(Segment.DISTILL),
-        "response": m * (seg != Segment.PAD),
-    }
+    is_kind = lambda kinds: jnp.isin(seg, jnp.array([int(k) for k in kinds], seg.dtype))
+    return {**{term: m * is_kind(kinds) for term, kinds in TERM_KINDS.items()}, "response": m * (seg != Segment.PAD)}
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class LossNormalizers:
-    """Mini-batch denominators per term: token counts and counts of rows that have such tokens (float32)."""
+    """Mini-batch denominators per term (float32): summed token weights (the token count unless rows carry
+    ``rollout-mean`` weights), token counts (for metrics) and counts of rows that have such tokens."""
 
     tokens: dict[str, Array]
+    counts: dict[str, Array]
     rows: dict[str, Array]
 
 
 def loss_normalizers(batch: TrainBatch) -> LossNormalizers:
     masks = term_masks(batch)
     return LossNormalizers(tokens={k: jnp.sum(m) for k, m in masks.items()},
+                           counts={k: jnp.sum((m > 0).astype(jnp.float32)) for k, m in masks.items()},
                            rows={k: jnp.sum(jnp.any(m > 0, axis=-1).astype(jnp.float32)) for k, m in masks.items()})
 
 
@@ -89,11 +92,17 @@ def low_var_kl(logp: Array, ref_logp: Array) -> Array:
     return jnp.clip(jnp.exp(r) - r - 1.0, -KL_CLAMP, KL_CLAMP)
 
 
+def _mean(total: Array, weight: Array) -> Array:
+    """total / weight, 0 where the weight is 0 (a term without tokens). Rollout-mean weights 1/|τ_i| sum to the
+    number of rollouts a mini-batch holds, which may be a fraction of one: no floor of 1 here."""
+    return jnp.where(weight > 0, total / jnp.where(weight > 0, weight, 1.0), 0.0)
+
+
 def aggregate(per_token: Array, mask: Array, norm: LossNormalizers, term: str, mode: str) -> Array:
     """Mini-batch mean of ``per_token`` over ``mask`` (see module docstring); 0 when the term has no tokens."""
     x = jnp.where(mask > 0, per_token, 0.0) * mask
-    if mode == "token-mean":
-        return jnp.sum(x) / jnp.maximum(norm.tokens[term], 1.0)
+    if mode in ("token-mean", "rollout-mean"):  # rollout-mean: the weights are in the mask
+        return _mean(jnp.sum(x), norm.tokens[term])
     row_mean = jnp.sum(x, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
     return jnp.sum(row_mean) / jnp.maximum(norm.rows[term], 1.0)
 
@@ -105,12 +114,12 @@ def _shared_terms(logp: Array, entropy: Array, batch: TrainBatch, masks: dict[st
     kl = aggregate(low_var_kl(logp, batch.ref_logp), resp, norm, "response", cfg.loss_agg)
     ent = aggregate(entropy, resp, norm, "response", cfg.loss_agg)
     ppo_mask = sum(masks[t] for t in ppo_terms)
-    ppo_tokens = jnp.maximum(sum(norm.tokens[t] for t in ppo_terms), 1.0)
+    ppo_weight = sum(norm.tokens[t] for t in ppo_terms)
     metrics = {
         "kl/ref": kl,
         "entropy": ent,
-        "pg/clipfrac": jnp.sum(clipped * ppo_mask) / ppo_tokens,
-        "pg/approx_kl": jnp.sum(jnp.where(ppo_mask > 0, batch.old_logp - logp, 0.0) * ppo_mask) / ppo_tokens,
+        "pg/clipfrac": _mean(jnp.sum(clipped * ppo_mask), ppo_weight),
+        "pg/approx_kl": _mean(jnp.sum(jnp.where(ppo_mask > 0, batch.old_logp - logp, 0.0) * ppo_mask), ppo_weight),
     }
     return cfg.kl_coef * kl - cfg.entropy_coef * ent, metrics
 

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from skill1_jax.rl.batch import Segment, TrainBatch
+from skill1_jax.rl.batch import TERM_KINDS, Segment, TrainBatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Row:
       advantage: the row's scalar advantage (``batch.assign_advantages``).
       group: task group id.
       truncated: the reply was cut by the length limit (no loss, see module docstring).
+      weight: the loss weight of each response token (1; ``rollout_mean_weights`` sets 1/|τ_i|).
     """
 
     prompt_ids: np.ndarray
@@ -50,6 +51,7 @@ class Row:
     advantage: float
     group: int
     truncated: bool = False
+    weight: float = 1.0
 
     @property
     def length(self) -> int:
@@ -90,12 +92,28 @@ def pack_rows(rows: Sequence[Row], num_rows: int, seq_len: int) -> TrainBatch:
         seg[b, p:p + r] = int(row.kind)
         old[b, p:p + r] = row.logprobs
         if not row.truncated:
-            loss[b, p:p + r] = 1.0
+            loss[b, p:p + r] = row.weight
         advantage[b] = row.advantage
         group[b] = row.group
     positions = np.where(attn, np.cumsum(attn, axis=1) - 1, 0).astype(np.int32)
     return TrainBatch(tokens=tokens, positions=positions, attention_mask=attn, loss_mask=loss, segment=seg,
                       old_logp=old, ref_logp=np.zeros_like(old), advantage=advantage, group_id=group)
+
+
+def rollout_mean_weights(rows: Sequence[Row], rollout: Sequence[int], objective: str) -> list[Row]:
+    """``rows`` with the ``rollout-mean`` token weights (paper Eq. 13, Appendix B: the loss is averaged 1/|τ_i| over
+    rollout i's tokens, then over rollouts): every trained token of rollout i in loss term t weighs 1 / (rollout i's
+    trained tokens in term t). ``rollout[j]`` is row j's rollout; the terms are ``batch.TERM_KINDS`` for the
+    ``skill1`` objective and one term over every kind for ``grpo``. Truncated rows train nothing and count nothing.
+    """
+    term = ({k: name for name, kinds in TERM_KINDS.items() for k in kinds} if objective == "skill1"
+            else dict.fromkeys(Segment, "response"))
+    tokens: dict[tuple[int, str], int] = {}
+    for row, i in zip(rows, rollout):
+        if not row.truncated:
+            tokens[i, term[row.kind]] = tokens.get((i, term[row.kind]), 0) + len(row.response_ids)
+    return [row if row.truncated else dataclasses.replace(row, weight=1.0 / tokens[i, term[row.kind]])
+            for row, i in zip(rows, rollout)]
 
 
 def mini_batches(rows: Sequence[Row], *, mini_batch_size: int, row_unit: int, length_bucket: int,

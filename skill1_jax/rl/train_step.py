@@ -141,7 +141,7 @@ def apply_update(tx: optax.GradientTransformation, state: TrainState, grads: nnx
 
 def count_metrics(norm: LossNormalizers) -> Metrics:
     """Mini-batch token counts per term, as metrics."""
-    return {f"tokens/{k}": v for k, v in norm.tokens.items()}
+    return {f"tokens/{k}": v for k, v in norm.counts.items()}
 
 
 def make_train_step(graphdef: nnx.GraphDef, cfg: RLConfig, state: TrainState, mesh: Mesh | None = None,

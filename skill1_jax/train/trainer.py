@@ -36,7 +36,8 @@ from skill1_jax.envs import base
 from skill1_jax.envs.pool import EnvPool, SerialPool
 from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
-from skill1_jax.rl.rows import Row, mini_batches, row_stats
+from skill1_jax.rl.config import RLConfig
+from skill1_jax.rl.rows import Row, mini_batches, rollout_mean_weights, row_stats
 from skill1_jax.rl.train_step import (TrainState, batch_devices, init_train_state, make_logprob_fn,
                                      make_ragged_update, train_state_shardings)
 from skill1_jax.skills import SkillDraft, SkillLibrary
@@ -92,19 +93,21 @@ def rewards_and_advantages(rollouts: Rollouts, eps: float) -> Rewards:
                    ndcg=np.array([e.ndcg for e in rollouts.episodes], np.float64))
 
 
-def training_rows(rollouts: Rollouts, rewards: Rewards, trained: Sequence[Segment]) -> list[Row]:
+def training_rows(rollouts: Rollouts, rewards: Rewards, trained: Sequence[Segment], rl: RLConfig) -> list[Row]:
     """Every generated segment of a kind in ``trained`` as a row with its advantage (query/action: Â_util,
-    rank: NDCG, distill: Â_distill), in rollout then generation order."""
+    rank: NDCG, distill: Â_distill), in rollout then generation order; with ``rl.loss_agg == "rollout-mean"``
+    weighted per rollout (``rl.rows.rollout_mean_weights``)."""
     per_kind = {Segment.QUERY: rewards.util_advantage, Segment.ACTION: rewards.util_advantage,
                 Segment.RANK: rewards.ndcg, Segment.DISTILL: rewards.distill_advantage}
-    rows = []
+    rows, rollout = [], []
     for i, e in enumerate(rollouts.episodes):
         for kind, reply in e.segments:
             if kind in trained:
                 rows.append(Row(prompt_ids=reply.prompt_ids, response_ids=reply.response_ids,
                                 logprobs=reply.logprobs, kind=kind, advantage=float(per_kind[kind][i]),
                                 group=e.group, truncated=reply.truncated))
-    return rows
+                rollout.append(e.rollout)
+    return rollout_mean_weights(rows, rollout, rl.objective) if rl.loss_agg == "rollout-mean" else rows
 
 
 # ---- learner ------------------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class Learner:
             for host in micro_batches:
                 batch = jax.device_put(host, self._batch_sharding)
                 ref = batch.old_logp if self.ref_logprobs is None else self.ref_logprobs(self.ref_params, batch)
-                scored.append(dataclasses.replace(batch, ref_logp=ref * batch.loss_mask))
+                scored.append(dataclasses.replace(batch, ref_logp=jnp.where(batch.loss_mask > 0, ref, 0.0)))
             jax.block_until_ready([b.ref_logp for b in scored])
             seconds["ref_logprobs"] = seconds.get("ref_logprobs", 0.0) + time.perf_counter() - start
             start = time.perf_counter()
@@ -304,7 +307,7 @@ class Trainer:
                                   jax.random.fold_in(self.key, step), step)
         seconds = dict(rollouts.seconds)
         rewards = rewards_and_advantages(rollouts, self.learner.rl.adv_eps)
-        rows = training_rows(rollouts, rewards, self.trained_kinds)
+        rows = training_rows(rollouts, rewards, self.trained_kinds, self.learner.rl)
         batches = mini_batches(rows, mini_batch_size=self.learner.rl.mini_batch_size,
                                row_unit=self.learner.row_unit, length_bucket=self.config.train.length_bucket,
                                seed=int(np.random.SeedSequence([self.config.train.seed, step]).generate_state(1)[0]))

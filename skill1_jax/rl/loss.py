@@ -20,7 +20,7 @@ its own tokens of that term, then the term averages over the rows that have such
 the term is the weighted token-mean Σ w·ℓ / Σ w: within a mini-batch that holds whole rollouts, exactly the mean
 over rollouts of each rollout's token-mean, so a long failed rollout weighs as much as a short won one.
 
-Counts come from ``LossNormalizers`` computed on the full mini-batch and passed in: the loss of a micro-batch is
+Denominators (summed token weights) come from ``LossNormalizers`` computed on the full mini-batch and passed in: the loss of a micro-batch is
 then its exact share of the mini-batch loss, so summing micro-batch gradients equals the full-batch gradient, and
 data-parallel shards can ``psum`` their partial sums. Every metric is normalised the same way, so metrics also sum.
 

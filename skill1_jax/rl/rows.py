@@ -112,7 +112,7 @@ def rollout_mean_weights(rows: Sequence[Row], rollout: Sequence[int], objective:
     for row, i in zip(rows, rollout):
         if not row.truncated:
             tokens[i, term[row.kind]] = tokens.get((i, term[row.kind]), 0) + len(row.response_ids)
-    return [row if row.truncated else dataclasses.replace(row, weight=1.0 / tokens[i, term[row.kind]])
+    return [row if row.truncated else dataclasses.replace(row, weight=1.0 / max(tokens[i, term[row.kind]], 1))
             for row, i in zip(rows, rollout)]
 
 

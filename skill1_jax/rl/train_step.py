@@ -9,7 +9,7 @@ Two drivers of the same loss, accumulation and AdamW update:
     jitted gradient call per micro-batch, summed in place. RL rows are ragged — a re-rank or distill prompt is
     several times an action's — and padding every micro-batch to the longest row of the mini-batch multiplies the
     update's cost; the trainer uses this driver.
-In both, each micro-batch loss is normalised by the *mini-batch* token counts, so the sum is exactly the
+In both, each micro-batch loss is normalised by the *mini-batch* token weights (counts, unless ``rollout-mean``), so the sum is exactly the
 full-batch gradient; it is clipped to global norm ``max_grad_norm`` and applied with AdamW. Params are float32
 masters; the forward computes in ``ModelConfig.compute_dtype`` (the model casts each weight on use).
 

@@ -23,9 +23,9 @@ from experiments import common, table2
 VARIANTS = ("skill1", "no_library", "no_distillation", "no_selection")
 LABELS = {**table2.LABELS, "no_library": "GRPO (no library)"}  # a curve against Skill1's, not an ablation row
 # cpu_tiny runs long enough to show a trend: more steps than the table sweep, evaluated every few steps on a panel
-# of four tasks per type.
+# of eight tasks per type, each played four times (one play at temperature 0.4 is too noisy to compare steps).
 CPU_TINY_CURVES = ("train.steps=12", "train.tasks_per_step=4", "train.group_size=4", "env.max_turns=8",
-                   "train.eval_every=4", "train.eval_tasks=24", "train.eval_before_train=true",
+                   "train.eval_every=4", "train.eval_tasks=24", "train.eval_samples=4", "train.eval_before_train=true",
                    "train.checkpoint_every=4")
 
 

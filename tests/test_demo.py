@@ -11,7 +11,7 @@ from skill1_jax.train.tiny_policy import WARM_START_TYPES
 
 from train_helpers import ConstantEncoder
 
-TINY = demo.DemoOptions(rl_steps=1, tasks_per_step=1, group_size=2, max_turns=2, eval_tasks=3)
+TINY = demo.DemoOptions(rl_steps=1, tasks_per_step=1, group_size=2, max_turns=2, eval_tasks=3, eval_samples=2)
 
 
 def test_demo_writes_the_three_row_table_and_results_json_and_reuses_finished_runs(tmp_path, monkeypatch):
@@ -22,7 +22,8 @@ def test_demo_writes_the_three_row_table_and_results_json_and_reuses_finished_ru
     assert (root / "policy_warm" / "warm_start.json").is_file()  # the starting policy travels with the run
     for name in ("warm_start", "grpo", "skill1"):
         row = results[name]
-        assert row["num_tasks"] == 3 and set(row["per_type"]) == set(WARM_START_TYPES), name
+        assert row["num_tasks"] == 3 and row["samples_per_task"] == 2, name
+        assert set(row["per_type"]) == set(WARM_START_TYPES), name
         assert 0.0 <= row["success"] <= 100.0
     # The warm-start row is Skill1's step-0 evaluation; each run's last row is its final evaluation.
     for run_dir, name in (("skill1", "skill1"), ("grpo", "grpo")):

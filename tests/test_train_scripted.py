@@ -224,6 +224,24 @@ def test_truncated_replies_carry_no_loss_and_are_not_admitted(tokenizer):
     trainer.close()
 
 
+def test_eval_samples_plays_every_task_that_many_times_and_averages(scripted_run, tokenizer):
+    """``train.eval_samples = 2``: 8 tasks × 2 plays; only play 0 of task 0 (rollout 0) follows the expert, so
+    success is 1 of 16 plays, per type too, and the panel is still 8 tasks."""
+    trainer, _, _, _ = scripted_run
+    walk = {t.task_id: expert_actions("household", dict(trainer.config.env.kwargs), t) for t in trainer.eval_tasks}
+    script = Recorder(walk, experts={0})
+    trainer.policy = ScriptedPolicy(script, tokenizer, trainer.config.generation)
+    config = trainer.config
+    trainer.config = config.replace(train=dataclasses.replace(config.train, eval_samples=2))
+    try:
+        result = trainer.evaluate()
+    finally:
+        trainer.config = config
+    assert (result.num_tasks, result.samples_per_task) == (8, 2)
+    assert result.success == pytest.approx(100 / 16) and result.per_type == {"pick_and_place_simple": 100 / 16}
+    assert sorted({r for stage, r, _ in script.prompts if stage == "action"}) == list(range(16))
+
+
 def test_evaluation_injects_all_k_and_never_writes_the_library(scripted_run, tokenizer):
     trainer, _, _, _ = scripted_run
     records = trainer.library.records()

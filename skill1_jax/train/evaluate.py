@@ -31,6 +31,7 @@ class EvalResult:
       score: mean raw score × 100 (WebShop's "Score"; equals success elsewhere).
       per_type: task type → success (%), for the types present in the panel.
       num_tasks: panel size.
+      samples_per_task: plays of each task averaged into the rates (``TrainConfig.eval_samples``).
     """
 
     env: str
@@ -38,6 +39,7 @@ class EvalResult:
     score: float
     per_type: dict[str, float]
     num_tasks: int
+    samples_per_task: int = 1
 
     def columns(self) -> dict[str, float]:
         """Paper-table columns: Pick … Pick2, All (ALFWorld family) or Score, Succ (WebShop)."""
@@ -57,8 +59,8 @@ class EvalResult:
         return dataclasses.asdict(self)
 
 
-def summarize(env: str, rollouts: Rollouts) -> EvalResult:
-    """Per-type and overall rates of evaluation rollouts."""
+def summarize(env: str, rollouts: Rollouts, samples: int = 1) -> EvalResult:
+    """Per-type and overall rates of evaluation rollouts (``samples`` plays of each task)."""
     eps = rollouts.episodes
     success = np.array([e.success for e in eps], np.float64)
     score = np.array([e.score for e in eps], np.float64)
@@ -67,7 +69,8 @@ def summarize(env: str, rollouts: Rollouts) -> EvalResult:
         idx = [i for i, e in enumerate(eps) if e.task_type == t]
         per_type[t] = 100.0 * float(success[idx].mean())
     return EvalResult(env=env, success=100.0 * float(success.mean()) if eps else 0.0,
-                      score=100.0 * float(score.mean()) if eps else 0.0, per_type=per_type, num_tasks=len(eps))
+                      score=100.0 * float(score.mean()) if eps else 0.0, per_type=per_type,
+                      num_tasks=len(eps) // samples, samples_per_task=samples)
 
 
 def eval_key(seed: int, step: int) -> jax.Array:
@@ -75,9 +78,12 @@ def eval_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1 << 30), step)
 
 
-def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0) -> EvalResult:
-    """Plays each task once in evaluation mode; never writes the library or the reference store."""
-    return summarize(ctx.config.env.name, collect_shared(ctx, tasks, group_size=1, mode="eval", rng=rng, step=step))
+def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0,
+             samples: int = 1) -> EvalResult:
+    """Plays each task ``samples`` times in evaluation mode (each play its own sampling key, as the rollouts of a
+    training group); never writes the library or the reference store."""
+    rollouts = collect_shared(ctx, tasks, group_size=samples, mode="eval", rng=rng, step=step)
+    return summarize(ctx.config.env.name, rollouts, samples)
 
 
 def markdown_table(rows: dict[str, EvalResult | dict[str, float]], paper: dict[str, dict[str, float]] | None = None,

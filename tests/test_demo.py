@@ -29,6 +29,14 @@ def test_demo_writes_the_three_row_table_and_results_json_and_reuses_finished_ru
     for run_dir, name in (("skill1", "skill1"), ("grpo", "grpo")):
         evals = [json.loads(line) for line in (root / run_dir / "eval.jsonl").read_text().splitlines()]
         assert evals[-1]["step"] == 1 and evals[-1]["success"] == results[name]["success"]
+    # Restoring a run's final checkpoint for evaluation (what `launch.eval` does: params and library, never the
+    # optimizer) reproduces the evaluation the run recorded, for a library variant and for plain GRPO.
+    for run_dir, variant in (("skill1", "skill1"), ("grpo", "no_library")):
+        cfg = demo.demo_config(TINY, variant, tuple(WARM_START_TYPES))
+        opts = run.RunOptions(workdir=str(root / run_dir), model_dir=str(root / "policy_warm"), progress=False)
+        restored, step = run.evaluate_checkpoint(cfg, opts, encoder=ConstantEncoder())
+        last = json.loads((root / run_dir / "eval.jsonl").read_text().splitlines()[-1])
+        assert step == 1 and restored.to_dict() == {k: v for k, v in last.items() if k != "step"}, run_dir
     first = json.loads((root / "skill1" / "eval.jsonl").read_text().splitlines()[0])
     assert first["step"] == 0 and first["success"] == results["warm_start"]["success"]
     text = (root / "results.md").read_text()

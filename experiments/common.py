@@ -231,8 +231,7 @@ def read_run(variant: str, seed: int, workdir: pathlib.Path, final_step: int) ->
         final = next((r for r in reversed(read_jsonl(workdir / "eval.jsonl")) if r.get("step") == final_step), None)
         if final is None:
             return None
-    fields = {f.name for f in dataclasses.fields(EvalResult)}
-    return Run(variant, seed, workdir, EvalResult(**{k: v for k, v in final.items() if k in fields}),
+    return Run(variant, seed, workdir, EvalResult.from_dict(final),
                read_jsonl(workdir / "metrics.jsonl"), read_jsonl(workdir / "eval.jsonl"))
 
 

@@ -81,8 +81,7 @@ def demo_config(opts: DemoOptions, variant: str, task_types: tuple[str, ...]) ->
 def _final_eval(workdir: pathlib.Path) -> tuple[EvalResult, EvalResult]:
     """(first, last) evaluations recorded in a run's eval.jsonl."""
     rows = [json.loads(line) for line in (workdir / "eval.jsonl").read_text().splitlines()]
-    to_result = lambda r: EvalResult(**{k: v for k, v in r.items() if k != "step"})
-    return to_result(rows[0]), to_result(rows[-1])
+    return EvalResult.from_dict(rows[0]), EvalResult.from_dict(rows[-1])
 
 
 def _rl_run(cfg: C.ExperimentConfig, workdir: pathlib.Path, model_dir: str, progress: bool, encoder: Any) -> None:

@@ -58,6 +58,11 @@ class EvalResult:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, row: dict) -> "EvalResult":
+        """The result a ``to_dict`` row holds (an eval.jsonl row's ``step`` and other extra keys are ignored)."""
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in row})
+
 
 def summarize(env: str, rollouts: Rollouts, samples: int = 1) -> EvalResult:
     """Per-type and overall rates of evaluation rollouts (``samples`` plays of each task)."""
@@ -78,10 +83,10 @@ def eval_key(seed: int, step: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1 << 30), step)
 
 
-def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0,
-             samples: int = 1) -> EvalResult:
-    """Plays each task ``samples`` times in evaluation mode (each play its own sampling key, as the rollouts of a
-    training group); never writes the library or the reference store."""
+def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0) -> EvalResult:
+    """Plays each task ``train.eval_samples`` times in evaluation mode (each play its own sampling key, as the
+    rollouts of a training group); never writes the library or the reference store."""
+    samples = ctx.config.train.eval_samples
     rollouts = collect_shared(ctx, tasks, group_size=samples, mode="eval", rng=rng, step=step)
     return summarize(ctx.config.env.name, rollouts, samples)
 

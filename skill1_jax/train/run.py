@@ -278,7 +278,7 @@ def _record_eval(workdir: pathlib.Path, step: int, result: EvalResult) -> EvalRe
 def _recorded_eval(workdir: pathlib.Path, step: int) -> EvalResult | None:
     """The evaluation ``eval.jsonl`` holds for ``step`` (the last one), or None."""
     rows = [r for r in read_jsonl(workdir / "eval.jsonl") if r.get("step") == step]
-    return EvalResult(**{k: v for k, v in rows[-1].items() if k != "step"}) if rows else None
+    return EvalResult.from_dict(rows[-1]) if rows else None
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, opts: RunOptions, step: int | None = None, *, encoder: Any = None,
@@ -317,6 +317,6 @@ def evaluate_checkpoint(cfg: ExperimentConfig, opts: RunOptions, step: int | Non
                                                                        cfg.model.vocab_size, cfg.generation),
                              pool=pool, library=library, encoder=encoder, references=ReferenceTrajectories(),
                              seed=cfg.train.seed)
-        return evaluate(ctx, tasks, eval_key(cfg.train.seed, step), step=step, samples=cfg.train.eval_samples), step
+        return evaluate(ctx, tasks, eval_key(cfg.train.seed, step), step=step), step
     finally:
         pool.close()

@@ -78,9 +78,11 @@ def summarize(env: str, rollouts: Rollouts, samples: int = 1) -> EvalResult:
                       num_tasks=len(eps) // samples, samples_per_task=samples)
 
 
-def eval_key(seed: int, step: int) -> jax.Array:
-    """The sampling key of the evaluation at ``step`` (the same in training and from a checkpoint)."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1 << 30), step)
+def eval_key(seed: int) -> jax.Array:
+    """The sampling key of every evaluation of a run (in training and from a checkpoint): common random numbers, so
+    two checkpoints' results differ by their policies, not by their dice. (The shipped tiny policy wins 9 to 18 of
+    the same 96 held-out tasks depending on the key alone; with a key per step that read as learning or forgetting.)"""
+    return jax.random.fold_in(jax.random.key(seed), 1 << 30)
 
 
 def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array, step: int = 0) -> EvalResult:

@@ -317,6 +317,6 @@ def evaluate_checkpoint(cfg: ExperimentConfig, opts: RunOptions, step: int | Non
                                                                        cfg.model.vocab_size, cfg.generation),
                              pool=pool, library=library, encoder=encoder, references=ReferenceTrajectories(),
                              seed=cfg.train.seed)
-        return evaluate(ctx, tasks, eval_key(cfg.train.seed, step), step=step), step
+        return evaluate(ctx, tasks, eval_key(cfg.train.seed), step=step), step
     finally:
         pool.close()

@@ -339,7 +339,7 @@ class Trainer:
 
     def evaluate(self, tasks: Sequence[base.TaskRef] | None = None) -> EvalResult:
         """Evaluates the current policy on the fixed panel (or ``tasks``); never writes the library."""
-        key = eval_key(self.config.train.seed, self.step)
+        key = eval_key(self.config.train.seed)
         result = evaluate(self.context(), self.eval_tasks if tasks is None else tasks, key, step=self.step)
         if self.writer is not None:
             self.writer.write(self.step, result.metrics())

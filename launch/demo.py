@@ -4,7 +4,7 @@
 
 Starts from the shipped tiny Qwen2 policy (its own household BPE tokenizer, warm-started on expert demonstrations
 of three of the six task types; rebuilt by `python -m launch.build_demo_policy`), trains it with Skill1 and with
-plain GRPO on those three types, and evaluates all three policies on held-out tasks of them. See
+plain GRPO on pick and look tasks in small rooms, and evaluates all three policies on held-out tasks of them. See
 `skill1_jax/train/demo.py` for what is written where.
 """
 
@@ -17,20 +17,22 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from launch.cli import fail, parse_flags
+from skill1_jax.train.demo import DemoOptions
 
+_DEFAULTS = DemoOptions()  # the flags' defaults are the demo's, not a second copy of them
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory (everything the demo writes goes here).")
-_STEPS = flags.DEFINE_integer("rl_steps", 4, "RL steps of Skill1 and of GRPO.")
+_STEPS = flags.DEFINE_integer("rl_steps", _DEFAULTS.rl_steps, "RL steps of Skill1 and of GRPO.")
 _WARM_START = flags.DEFINE_string("warm_start", None, "Starting policy (HF dir with tokenizer, e.g. from "
                                   "launch.build_demo_policy); default: the shipped warm start.")
-_EVAL_TASKS = flags.DEFINE_integer("eval_tasks", 24, "Held-out evaluation tasks.")
-_SEED = flags.DEFINE_integer("seed", 0, "Run seed.")
+_EVAL_TASKS = flags.DEFINE_integer("eval_tasks", _DEFAULTS.eval_tasks, "Held-out evaluation tasks.")
+_SEED = flags.DEFINE_integer("seed", _DEFAULTS.seed, "Run seed.")
 
 
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every checkpoint-manager call at INFO
-    from skill1_jax.train.demo import DemoOptions, run_demo
+    from skill1_jax.train.demo import run_demo
 
     if _WARM_START.value is not None and not os.path.isfile(os.path.join(_WARM_START.value, "config.json")):
         fail(f"--warm_start {_WARM_START.value!r} is not an HF model dir (no config.json)")

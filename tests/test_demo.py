@@ -12,7 +12,7 @@ from skill1_jax.train.tiny_policy import WARM_START_TYPES
 from train_helpers import ConstantEncoder
 
 TINY = demo.DemoOptions(rl_steps=1, tasks_per_step=1, group_size=2, max_turns=2, eval_tasks=3, eval_samples=2)
-TYPES = ["pick_and_place_simple", "look_at_obj_in_light"]  # the demo's default: two of the warm start's three
+TYPES = list(TINY.task_types)  # the demo's default: two of the warm start's three
 
 
 def test_demo_writes_the_three_row_table_and_results_json_and_reuses_finished_runs(tmp_path, monkeypatch):

@@ -160,15 +160,16 @@ class Sweep:
         return self.env or C.preset(self.preset).env.name
 
     def config(self, variant: str, seed: int) -> C.ExperimentConfig:
-        """The run's config: preset → cpu_tiny sweep sizing → overrides → variant and seed."""
+        """The run's config: preset → (cpu_tiny) default household task types → sizing → overrides → variant and
+        seed."""
         sizing = ()
         if self.preset == "cpu_tiny":
             sizing = self.cpu_tiny_sizing
-            if self.env_name == "household":
+            if self.env_name == "household":  # the default task types, before the sizing (which may name others)
                 from skill1_jax.train.tiny_policy import demonstrated_types, shipped_warm_start
 
-                sizing += (household_types(demonstrated_types(shipped_warm_start())) if self.warm_start
-                           else HOUSEHOLD_ALL_TYPES,)
+                sizing = (household_types(demonstrated_types(shipped_warm_start())) if self.warm_start
+                          else HOUSEHOLD_ALL_TYPES,) + sizing
         return C.override(C.preset(self.preset, self.env_name),
                           [*sizing, *self.overrides, f"variant={variant}", f"train.seed={seed}"])
 

@@ -9,23 +9,33 @@ Each run is evaluated before training and every ``train.eval_every`` steps on th
 has one column per evaluation step (mean ± sample std over seeds) and the final per-type success, and
 ``learning_curves.png`` beside it plots the means with a ±1 std band. For cpu_tiny the runs start from the shipped
 warm start (``--warm_start``, on by default here: a random-init tiny policy wins nothing, so it cannot learn) and
-are sized by ``CPU_TINY_CURVES``; any ``--<section>.<field>=value`` overrides them.
+play the demo's RL world, sized by ``CPU_TINY_CURVES``; any ``--<section>.<field>=value`` overrides them.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import statistics
 from typing import Mapping, Sequence
 
 from experiments import common, table2
+from skill1_jax.train.demo import DemoOptions
 
 VARIANTS = ("skill1", "no_library", "no_distillation", "no_selection")
 LABELS = {**table2.LABELS, "no_library": "GRPO (no library)"}  # a curve against Skill1's, not an ablation row
-# cpu_tiny runs long enough to show a trend: more steps than the table sweep, evaluated every few steps on a panel
-# of eight tasks per type, each played four times (one play at temperature 0.4 is too noisy to compare steps).
-CPU_TINY_CURVES = ("train.steps=12", "train.tasks_per_step=4", "train.group_size=4", "env.max_turns=8",
-                   "train.eval_every=4", "train.eval_tasks=24", "train.eval_samples=4", "train.eval_before_train=true",
+# cpu_tiny plays the demo's RL world (`train.demo.DemoOptions`: small rooms, pick and look, 6 turns, training at
+# temperature 1.0 with the per-rollout loss average), where RL measurably moves the warm start, and is evaluated
+# every 4 steps on the demo's held-out panel (32 tasks × 4 plays, one key per run). G is 4, half the demo's, so the
+# 4 variants × 3 seeds fit about one CPU-hour.
+_DEMO = DemoOptions()
+CPU_TINY_CURVES = ("train.steps=8", f"train.tasks_per_step={_DEMO.tasks_per_step}", "train.group_size=4",
+                   f"env.max_turns={_DEMO.max_turns}",
+                   f"env.options.num_receptacles={json.dumps(list(_DEMO.num_receptacles))}",
+                   f"env.options.num_distractors={json.dumps(list(_DEMO.num_distractors))}",
+                   common.household_types(_DEMO.task_types), f"generation.temperature={_DEMO.temperature}",
+                   f"rl.loss_agg={_DEMO.loss_agg}", "train.eval_every=4", f"train.eval_tasks={_DEMO.eval_tasks}",
+                   f"train.eval_samples={_DEMO.eval_samples}", "train.eval_before_train=true",
                    "train.checkpoint_every=4")
 
 

@@ -305,10 +305,11 @@ def _parse_value(text: str, current: Any, where: str) -> Any:
         raise ValueError(f"{where}: expected a {type(current).__name__}, got {text!r}") from None
     if current is None:
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError:
             return text
-    if isinstance(current, tuple):
+        return tuple(value) if isinstance(value, list) else value  # configs hold tuples (hashable, comparable)
+    if isinstance(current, (tuple, list)):  # a list: an option set by an earlier override of the same key
         try:
             value = json.loads(text)
         except json.JSONDecodeError:

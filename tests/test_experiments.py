@@ -17,6 +17,7 @@ import pytest
 from experiments import common, learning_curves, table1, table2, table3
 from launch import plot as plot_mod
 from skill1_jax.envs.household_world import TASK_TYPES
+from skill1_jax.train import demo
 from skill1_jax.train.tiny_policy import WARM_START_TYPES
 from train_helpers import TEST_MODEL, ConstantEncoder
 
@@ -153,10 +154,19 @@ def test_learning_curves_table_has_mean_and_std_per_evaluation_step_and_writes_t
     sweep = common.Sweep(preset="cpu_tiny", variants=("skill1", "no_library"), seeds=(0, 1),
                          workdir_root=str(tmp_path), read_only=True, warm_start=True,
                          cpu_tiny_sizing=learning_curves.CPU_TINY_CURVES)
-    assert sweep.config("skill1", 0).train.steps == 12 and sweep.config("skill1", 0).train.eval_every == 4
-    # A warm-started sweep plays the types the warm start was demonstrated, as the demo does.
-    assert tuple(sweep.config("skill1", 0).env.kwargs["task_types"]) == WARM_START_TYPES
-    cold = dataclasses.replace(sweep, warm_start=False)
+    cfg = sweep.config("skill1", 0)
+    assert cfg.train.steps == 8 and cfg.train.eval_every == 4 and cfg.train.group_size == 4
+    # The curves play the demo's RL world: its task types, rooms, turns, temperature, loss average and panel.
+    opts = demo.DemoOptions()
+    ref = demo.demo_config(opts, "skill1", opts.task_types)
+    same_world = lambda kwargs: {k: v for k, v in kwargs.items() if k != "num_eval"}  # panels are prefixes
+    assert same_world(cfg.env.kwargs) == same_world(ref.env.kwargs) and cfg.env.max_turns == ref.env.max_turns
+    assert cfg.generation == ref.generation and cfg.rl.loss_agg == ref.rl.loss_agg
+    assert (cfg.train.eval_tasks, cfg.train.eval_samples) == (ref.train.eval_tasks, ref.train.eval_samples)
+    # Sizing without task types (the table sweeps): a warm-started sweep plays the warm start's types, a cold one all.
+    table_sweep = dataclasses.replace(sweep, cpu_tiny_sizing=common.CPU_TINY_SWEEP)
+    assert tuple(table_sweep.config("skill1", 0).env.kwargs["task_types"]) == WARM_START_TYPES
+    cold = dataclasses.replace(table_sweep, warm_start=False)
     assert tuple(cold.config("skill1", 0).env.kwargs["task_types"]) == TASK_TYPES
     pick = "pick_and_place_simple"
     curves = {("skill1", 0): [10.0, 20.0, 40.0], ("skill1", 1): [10.0, 30.0, 60.0], ("no_library", 0): [10.0, 5.0, 15.0]}

@@ -87,6 +87,16 @@ def test_override_parses_every_kind_of_field():
     assert C.ExperimentConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_an_env_option_overridden_twice_takes_the_later_json_value_as_a_tuple():
+    # Sweeps apply a default (the task types) and then their sizing, which may set the same option again.
+    cfg = C.override(C.cpu_tiny(), ['env.options.task_types=["pick_and_place_simple"]',
+                                    'env.options.task_types=["look_at_obj_in_light", "pick_and_place_simple"]',
+                                    "env.options.num_receptacles=[2, 3]"])
+    assert cfg.env.kwargs["task_types"] == ("look_at_obj_in_light", "pick_and_place_simple")
+    assert cfg.env.kwargs["num_receptacles"] == (2, 3)
+    assert C.ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_presets_follow_the_spec():
     paper, released = C.paper(), C.released()
     assert (paper.train.group_size, paper.library.top_k, paper.library.w_sim) == (16, 5, 0.6)

@@ -303,18 +303,16 @@ def _parse_value(text: str, current: Any, where: str) -> Any:
             return float(text)
     except ValueError:
         raise ValueError(f"{where}: expected a {type(current).__name__}, got {text!r}") from None
-    if current is None:
+    if current is None or isinstance(current, (tuple, list)):  # a list: an option set by an earlier override
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            return text
-        return tuple(value) if isinstance(value, list) else value  # configs hold tuples (hashable, comparable)
-    if isinstance(current, (tuple, list)):  # a list: an option set by an earlier override of the same key
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
+            if current is None:
+                return text
             raise ValueError(f"{where}: expected a JSON list, got {text!r}") from None
-        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        if current is None and not isinstance(value, list):
+            return value
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)  # configs hold tuples (hashable)
     return text
 
 
@@ -339,7 +337,7 @@ def override(cfg: ExperimentConfig, assignments: Sequence[str]) -> ExperimentCon
         if parts[0] == "env" and parts[1] == "options" and len(parts) == 3:
             opts = dict(changes.get("options", section.options))
             current = opts.get(parts[2])
-            opts[parts[2]] = _parse_value(text, current, key) if current is not None else _parse_value(text, None, key)
+            opts[parts[2]] = _parse_value(text, current, key)
             changes["options"] = tuple(sorted(opts.items()))
             continue
         if len(parts) != 2 or not hasattr(section, parts[1]) or parts[1] not in {

@@ -424,14 +424,6 @@ def sweep_from_flags(default_variants: Sequence[str], cpu_tiny_sizing: tuple[str
     return sweep
 
 
-def enable_compile_cache(sweep: Sweep) -> None:
-    """XLA's persistent compilation cache under the workdir root: the variants of a sweep compile the same
-    programs, and a rerun (resume, another table) finds them compiled."""
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(sweep.workdir_root).absolute() / "xla_cache"))
-
-
 def main(render: Callable[[Sweep, Mapping[str, Sequence[Run]]], str], default_variants: Sequence[str],
          filename: str, cpu_tiny_sizing: tuple[str, ...] = CPU_TINY_SWEEP, warm_start_default: bool = False) -> None:
     """The table scripts' entry point: flags → sweep → run or read → print the table (and save it as
@@ -446,9 +438,10 @@ def main(render: Callable[[Sweep, Mapping[str, Sequence[Run]]], str], default_va
             sweep = sweep_from_flags(default_variants, cpu_tiny_sizing)
         except ValueError as e:  # UsageError and bad overrides
             fail(str(e))
-        if not sweep.read_only:
-            enable_compile_cache(sweep)
         from skill1_jax.train import run
+
+        if not sweep.read_only:  # the variants of a sweep compile the same programs
+            run.enable_compile_cache(sweep.workdir_root)
 
         try:
             runs = collect(sweep)

@@ -14,13 +14,12 @@ play the demo's RL world, sized by ``CPU_TINY_CURVES``; any ``--<section>.<field
 
 from __future__ import annotations
 
-import json
 import pathlib
 import statistics
 from typing import Mapping, Sequence
 
 from experiments import common, table2
-from skill1_jax.train.demo import DemoOptions
+from skill1_jax.train import demo
 
 VARIANTS = ("skill1", "no_library", "no_distillation", "no_selection")
 LABELS = {**table2.LABELS, "no_library": "GRPO (no library)"}  # a curve against Skill1's, not an ablation row
@@ -28,15 +27,10 @@ LABELS = {**table2.LABELS, "no_library": "GRPO (no library)"}  # a curve against
 # temperature 1.0 with the per-rollout loss average), where RL measurably moves the warm start, and is evaluated
 # every 4 steps on the demo's held-out panel (32 tasks × 4 plays, one key per run). G is 4, half the demo's, so the
 # 4 variants × 3 seeds fit about one CPU-hour.
-_DEMO = DemoOptions()
+_DEMO = demo.DemoOptions()
 CPU_TINY_CURVES = ("train.steps=8", f"train.tasks_per_step={_DEMO.tasks_per_step}", "train.group_size=4",
-                   f"env.max_turns={_DEMO.max_turns}",
-                   f"env.options.num_receptacles={json.dumps(list(_DEMO.num_receptacles))}",
-                   f"env.options.num_distractors={json.dumps(list(_DEMO.num_distractors))}",
-                   common.household_types(_DEMO.task_types), f"generation.temperature={_DEMO.temperature}",
-                   f"rl.loss_agg={_DEMO.loss_agg}", "train.eval_every=4", f"train.eval_tasks={_DEMO.eval_tasks}",
-                   f"train.eval_samples={_DEMO.eval_samples}", "train.eval_before_train=true",
-                   "train.checkpoint_every=4")
+                   *demo.world_overrides(_DEMO, _DEMO.task_types), "train.eval_every=4",
+                   "train.eval_before_train=true", "train.checkpoint_every=4")
 
 
 def curve(runs: Sequence[common.Run]) -> dict[int, list[float]]:

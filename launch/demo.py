@@ -33,9 +33,11 @@ def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every checkpoint-manager call at INFO
     from skill1_jax.train.demo import run_demo
+    from skill1_jax.train.run import enable_compile_cache
 
     if _WARM_START.value is not None and not os.path.isfile(os.path.join(_WARM_START.value, "config.json")):
         fail(f"--warm_start {_WARM_START.value!r} is not an HF model dir (no config.json)")
+    enable_compile_cache(_WORKDIR.value)  # the GRPO run reuses the programs the Skill1 run compiled
     out = run_demo(_WORKDIR.value, DemoOptions(rl_steps=_STEPS.value, warm_start=_WARM_START.value,
                                                eval_tasks=_EVAL_TASKS.value, seed=_SEED.value))
     root = out["root"]

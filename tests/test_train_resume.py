@@ -132,3 +132,25 @@ def test_resuming_a_finished_run_without_results_json_writes_it(tmp_path, finish
     evals.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(evals) if r["step"] != 2))
     assert run(cfg, workdir, demo_policy_dir, script, demo_tokenizer, resume=True)["step"] == 2
     assert json.loads(results.read_text()) == expected and len(final_evals()) == 1
+
+
+def test_compile_cache_writes_compiled_programs_under_the_run_dir_and_a_second_process_reads_them(tmp_path):
+    """`run.enable_compile_cache` (used by `launch.demo` and the experiment sweeps): a program compiled by one process
+    lands in ``<workdir>/xla_cache``, and a second process compiling it again (a resumed run) adds nothing."""
+    import os
+    import subprocess
+    import sys
+
+    child = ("import jax, jax.numpy as jnp\n"
+             "from skill1_jax.train.run import enable_compile_cache\n"
+             f"print(enable_compile_cache({str(tmp_path)!r}))\n"
+             "jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()\n")
+    env = os.environ | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    cache = tmp_path / "xla_cache"
+    entries = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == str(cache)
+        entries.append(sorted(p.name for p in cache.iterdir()))
+    assert entries[0] and entries[1] == entries[0]

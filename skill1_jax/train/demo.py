@@ -9,6 +9,8 @@ differ. The policy starts from the warm start shipped in the package (`tiny_poli
   skill1/, grpo/  the two RL runs (checkpoints, library, metrics.jsonl, tb/, metrics.png, eval.jsonl, results.json)
   results.md      the held-out table (warm start, GRPO, Skill1), paper layout
   results.json    the same numbers, per task type
+  xla_cache/      compiled programs (`launch.demo` enables XLA's persistent cache here: the GRPO run and a rerun
+                  reuse what the Skill1 run compiled)
 
 Each stage is skipped when its output exists, so an interrupted demo continues where it stopped.
 """
@@ -74,24 +76,30 @@ class DemoOptions:
     seed: int = 0
 
 
+def world_overrides(opts: DemoOptions, task_types: tuple[str, ...]) -> tuple[str, ...]:
+    """The demo's RL world and held-out panel as `config.override` strings: task types, rooms, turn limit, training
+    temperature, loss average, panel size (`demo_config` applies them; the learning-curve sweeps play the same world
+    through them)."""
+    return (f"env.options.task_types={json.dumps(list(task_types))}",
+            f"env.options.num_receptacles={json.dumps(list(opts.num_receptacles))}",
+            f"env.options.num_distractors={json.dumps(list(opts.num_distractors))}",
+            f"env.max_turns={opts.max_turns}", f"generation.temperature={opts.temperature}",
+            f"rl.loss_agg={opts.loss_agg}", f"train.eval_tasks={opts.eval_tasks}",
+            f"train.eval_samples={opts.eval_samples}")
+
+
 def demo_config(opts: DemoOptions, variant: str, task_types: tuple[str, ...]) -> C.ExperimentConfig:
     """``cpu_tiny`` on the demo's household world (``task_types``: `run_demo` resolves ``opts.task_types`` against
     the starting policy's record) with the demo's sizes."""
     base = C.cpu_tiny()
-    options = tuple(sorted({**DEMO_ENV, "task_types": tuple(task_types), "num_receptacles": opts.num_receptacles,
-                            "num_distractors": opts.num_distractors,
-                            "num_eval": max(opts.eval_tasks, 6)}.items()))
-    return base.replace(
-        variant=variant,
-        rl=dataclasses.replace(base.rl, loss_agg=opts.loss_agg),
-        generation=dataclasses.replace(base.generation, temperature=opts.temperature),
-        env=dataclasses.replace(base.env, options=options, max_turns=opts.max_turns),
-        train=dataclasses.replace(base.train, steps=opts.rl_steps, tasks_per_step=opts.tasks_per_step,
-                                  group_size=opts.group_size, eval_tasks=opts.eval_tasks,
-                                  eval_samples=opts.eval_samples,
-                                  eval_every=0, checkpoint_every=max(opts.rl_steps // 3, 1),
-                                  eval_before_train=variant == "skill1",  # the warm-start row; once is enough
-                                  seed=opts.seed))
+    options = tuple(sorted({**DEMO_ENV, "num_eval": max(opts.eval_tasks, 6)}.items()))
+    cfg = C.override(base.replace(variant=variant, env=dataclasses.replace(base.env, options=options)),
+                     world_overrides(opts, task_types))
+    return cfg.replace(train=dataclasses.replace(
+        cfg.train, steps=opts.rl_steps, tasks_per_step=opts.tasks_per_step, group_size=opts.group_size,
+        eval_every=0, checkpoint_every=max(opts.rl_steps // 3, 1),
+        eval_before_train=variant == "skill1",  # the warm-start row; once is enough
+        seed=opts.seed))
 
 
 def _span(bounds: tuple[int, int]) -> str:

@@ -177,6 +177,14 @@ def record_panels(trainer: Trainer, workdir: pathlib.Path) -> None:
     (workdir / "panels.json").write_text(json.dumps(splits, indent=2))
 
 
+def enable_compile_cache(root: str | os.PathLike) -> pathlib.Path:
+    """XLA's persistent compilation cache in ``<root>/xla_cache``: runs that compile the same programs (the demo's
+    Skill1 and GRPO runs, a sweep's variants, a rerun after preemption) find them compiled. Returns the directory."""
+    path = pathlib.Path(root).absolute() / "xla_cache"
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return path
+
+
 def _mesh(shape):
     if shape is None:
         return None

@@ -41,7 +41,7 @@ def main(argv):
     out = run_demo(_WORKDIR.value, DemoOptions(rl_steps=_STEPS.value, warm_start=_WARM_START.value,
                                                eval_tasks=_EVAL_TASKS.value, seed=_SEED.value))
     root = out["root"]
-    print("\n" + out["table"] + "\n")
+    print("\n" + out["text"])  # results.md: the table, the setting, Skill1's library by step
     print(f"results:      {root}/results.md, {root}/results.json")
     print(f"runs:         {root}/skill1, {root}/grpo (checkpoints/, metrics.jsonl, tb/, metrics.png, eval.jsonl)")
     print(f"skill library: {root}/skill1/checkpoints (restore with `python -m launch.eval --workdir={root}/skill1`)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from skill1_jax.metrics import read_jsonl
 from skill1_jax.train import demo, run
 from skill1_jax.train.tiny_policy import WARM_START_TYPES
 
@@ -43,6 +44,14 @@ def test_demo_writes_the_three_row_table_and_results_json_and_reuses_finished_ru
     text = (root / "results.md").read_text()
     assert out["table"] in text and all(f"| {m} |" in text for m in ("Warm start (SFT)", "GRPO (no_library)", "Skill1"))
     assert "| Pick | Look | All |" in text and "Rooms of 2-3 receptacles and 0-1 distractors, 2 turns" in text
+    # Skill1's library by step, as its run logged it: results.json and a table in results.md.
+    logged = [r for r in read_jsonl(root / "skill1" / "metrics.jsonl") if "library/size" in r]
+    library = results["skill1_library"]
+    assert library["step"] == [1] and library["size"] == [int(logged[0]["library/size"])]
+    assert library["mean_utility"] == [logged[0]["library/mean_utility"]]
+    assert library["training_success"] == [logged[0]["reward/success"]]
+    assert "| Skill1 step | 1 |" in text and f"| mean utility | {library['mean_utility'][0]:.2f} |" in text
+    assert out["text"] == text
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

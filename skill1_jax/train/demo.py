@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from skill1_jax import config as C
+from skill1_jax.metrics import read_jsonl
 from skill1_jax.train import run
 from skill1_jax.train.evaluate import EvalResult, markdown_table
 from skill1_jax.train.tiny_policy import DEMO_ENV, demonstrated_types, shipped_warm_start
@@ -102,6 +103,19 @@ def demo_config(opts: DemoOptions, variant: str, task_types: tuple[str, ...]) ->
         seed=opts.seed))
 
 
+def _library_text(library: dict[str, list]) -> str:
+    """Skill1's library by step (`_library_by_step`) as a markdown table with one column per step."""
+    if not library["step"]:
+        return ""
+    lines = ["| Skill1 step | " + " | ".join(str(s) for s in library["step"]) + " |",
+             "|---|" + "---|" * len(library["step"]),
+             "| skills in the library | " + " | ".join(str(n) for n in library["size"]) + " |",
+             "| mean utility | " + " | ".join(f"{u:.2f}" for u in library["mean_utility"]) + " |",
+             "| training success % | " + " | ".join(f"{100 * r:.1f}" for r in library["training_success"]) + " |"]
+    return ("\nSkill1's library after each step (a skill enters at utility 0.5, which then follows the wins of the "
+            "rollouts that retrieve it, Eq. 5):\n\n" + "\n".join(lines) + "\n")
+
+
 def _span(bounds: tuple[int, int]) -> str:
     low, high = bounds
     return str(low) if low == high else f"{low}-{high}"
@@ -111,6 +125,14 @@ def _final_eval(workdir: pathlib.Path) -> tuple[EvalResult, EvalResult]:
     """(first, last) evaluations recorded in a run's eval.jsonl."""
     rows = [json.loads(line) for line in (workdir / "eval.jsonl").read_text().splitlines()]
     return EvalResult.from_dict(rows[0]), EvalResult.from_dict(rows[-1])
+
+
+def _library_by_step(workdir: pathlib.Path) -> dict[str, list[float]]:
+    """A library run's size, mean utility and training success after each step (its metrics.jsonl)."""
+    rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if "library/size" in r]
+    return {"step": [int(r["step"]) for r in rows], "size": [int(r["library/size"]) for r in rows],
+            "mean_utility": [r["library/mean_utility"] for r in rows],
+            "training_success": [r["reward/success"] for r in rows]}
 
 
 def _rl_run(cfg: C.ExperimentConfig, workdir: pathlib.Path, model_dir: str, progress: bool, encoder: Any) -> None:
@@ -149,6 +171,7 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
     _, grpo = _final_eval(runs["GRPO (no_library)"][1])
     rows = {"Warm start (SFT)": warm, "GRPO (no_library)": grpo, "Skill1": skill1}
     table = markdown_table(rows)
+    library = _library_by_step(runs["Skill1"][1])
     unseen = [t for t in types if t not in trained]
     text = (f"# Demo results (household world, held-out panel of {opts.eval_tasks} tasks × {opts.eval_samples} plays, "
             f"success %)\n\n{table}\n\n"
@@ -156,10 +179,11 @@ def run_demo(workdir: str, opts: DemoOptions = DemoOptions(), progress: bool = T
             + (f" (never {', '.join(unseen)})" if unseen else "") + ". Held-out tasks: the eval split, played by no "
             f"demonstration and no RL step. Rooms of {_span(opts.num_receptacles)} receptacles and "
             f"{_span(opts.num_distractors)} distractors, {opts.max_turns} turns. RL: {opts.rl_steps} steps of "
-            f"{opts.tasks_per_step} tasks × {opts.group_size} rollouts at temperature {opts.temperature}.\n")
+            f"{opts.tasks_per_step} tasks × {opts.group_size} rollouts at temperature {opts.temperature}.\n"
+            + _library_text(library))
     (root / "results.md").write_text(text)
     results = {"warm_start": warm.to_dict(), "grpo": grpo.to_dict(), "skill1": skill1.to_dict(),
-               "options": dataclasses.asdict(opts), "timings": timings,
+               "skill1_library": library, "options": dataclasses.asdict(opts), "timings": timings,
                "task_types": list(types), "warm_start_types": list(trained)}
     (root / "results.json").write_text(json.dumps(results, indent=2))
-    return {"table": table, "results": results, "root": str(root)}
+    return {"table": table, "text": text, "results": results, "root": str(root)}

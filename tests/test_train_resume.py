@@ -145,7 +145,8 @@ def test_compile_cache_writes_compiled_programs_under_the_run_dir_and_a_second_p
              "from skill1_jax.train.run import enable_compile_cache\n"
              f"print(enable_compile_cache({str(tmp_path)!r}))\n"
              "jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((64, 64))).block_until_ready()\n")
-    env = os.environ | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = os.environ | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}  # cache even a tiny program
     cache = tmp_path / "xla_cache"
     entries = []
     for _ in range(2):

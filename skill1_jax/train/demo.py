@@ -7,7 +7,7 @@ differ. The policy starts from the warm start shipped in the package (`tiny_poli
   policy_warm/    a copy of the starting policy (HF dir: config, safetensors, household BPE tokenizer,
                   warm_start.json: how it was trained)
   skill1/, grpo/  the two RL runs (checkpoints, library, metrics.jsonl, tb/, metrics.png, eval.jsonl, results.json)
-  results.md      the held-out table (warm start, GRPO, Skill1), paper layout
+  results.md      the held-out table (warm start, GRPO, Skill1), paper layout, and Skill1's library by step
   results.json    the same numbers, per task type
   xla_cache/      compiled programs (`launch.demo` enables XLA's persistent cache here: the GRPO run and a rerun
                   reuse what the Skill1 run compiled)

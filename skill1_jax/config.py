@@ -307,12 +307,12 @@ def _parse_value(text: str, current: Any, where: str) -> Any:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            if current is None:
-                return text
-            raise ValueError(f"{where}: expected a JSON list, got {text!r}") from None
-        if current is None and not isinstance(value, list):
+            value = text  # a free-form option may be a plain string
+        if isinstance(value, list):
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)  # configs hold tuples (hashable)
+        if current is None:
             return value
-        return tuple(tuple(v) if isinstance(v, list) else v for v in value)  # configs hold tuples (hashable)
+        raise ValueError(f"{where}: expected a JSON list, got {text!r}")
     return text
 
 

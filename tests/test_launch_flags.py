@@ -95,6 +95,9 @@ def test_an_env_option_overridden_twice_takes_the_later_json_value_as_a_tuple():
     assert cfg.env.kwargs["task_types"] == ("look_at_obj_in_light", "pick_and_place_simple")
     assert cfg.env.kwargs["num_receptacles"] == (2, 3)
     assert C.ExperimentConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ("3", "[2, 3"):  # a list option set again to a non-list: one clear message, not a TypeError
+        with pytest.raises(ValueError, match="env.options.num_receptacles: expected a JSON list"):
+            C.override(cfg, [f"env.options.num_receptacles={bad}"])
 
 
 def test_presets_follow_the_spec():

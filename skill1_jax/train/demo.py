@@ -107,13 +107,13 @@ def _library_text(library: dict[str, list]) -> str:
     """Skill1's library by step (`_library_by_step`) as a markdown table with one column per step."""
     if not library["step"]:
         return ""
-    lines = ["| Skill1 step | " + " | ".join(str(s) for s in library["step"]) + " |",
-             "|---|" + "---|" * len(library["step"]),
-             "| skills in the library | " + " | ".join(str(n) for n in library["size"]) + " |",
-             "| mean utility | " + " | ".join(f"{u:.2f}" for u in library["mean_utility"]) + " |",
-             "| training success % | " + " | ".join(f"{100 * r:.1f}" for r in library["training_success"]) + " |"]
+    steps = [str(s) for s in library["step"]]
+    cells = {"skills in the library": [str(n) for n in library["size"]],
+             "mean utility": [f"{u:.2f}" for u in library["mean_utility"]],
+             "training success %": [f"{100 * r:.1f}" for r in library["training_success"]]}
+    table = markdown_table({row: dict(zip(steps, values)) for row, values in cells.items()}, label="Skill1 step")
     return ("\nSkill1's library after each step (a skill enters at utility 0.5, which then follows the wins of the "
-            "rollouts that retrieve it, Eq. 5):\n\n" + "\n".join(lines) + "\n")
+            "rollouts that retrieve it, Eq. 5):\n\n" + table + "\n")
 
 
 def _span(bounds: tuple[int, int]) -> str:

@@ -94,13 +94,14 @@ def evaluate(ctx: RolloutContext, tasks: Sequence[base.TaskRef], rng: jax.Array,
 
 
 def markdown_table(rows: dict[str, EvalResult | dict[str, float]], paper: dict[str, dict[str, float]] | None = None,
-                   digits: int = 1) -> str:
-    """A Markdown table with one row per method (ours, and the paper's numbers beside them when given)."""
+                   digits: int = 1, label: str = "Method") -> str:
+    """A Markdown table with one row per method (ours, and the paper's numbers beside them when given); ``label``
+    heads the first column. String cells are written as they are."""
     as_cols = {name: r.columns() if isinstance(r, EvalResult) else dict(r) for name, r in rows.items()}
     header: list[str] = []
     for cols in list(as_cols.values()) + list((paper or {}).values()):
         header += [c for c in cols if c not in header]
-    lines = ["| Method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    lines = [f"| {label} | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
 
     def fmt(v):
         if v is None:

@@ -264,6 +264,37 @@ class Sampler:
                 state = _decode(graphdef, params, layers, state, stop_table, eos_ids, window=window, cfg=values)
         return state
 
+    def lower_decode(self, graphdef: Any, params: Any, *, batch: int, prompt_length: int, cfg: SamplingConfig,
+                     window: int | None = None) -> tuple[Any, Any]:
+        """Compiles, without running, the prefill and the decode segment of ``window`` cache slots (default the
+        last one, P + N − 1) that ``generate`` would run for ``batch`` rows of ``prompt_length`` (bucketed) tokens
+        on ``params`` (concrete, or ``jax.ShapeDtypeStruct`` leaves carrying their shardings, e.g. for a
+        deviceless compile). Returns the two ``jax.stages.Compiled`` programs: ``.as_text()`` of the second is what
+        ``collectives.decode_collectives`` reads, ``.memory_analysis()`` their footprint."""
+        mesh, replicated = _placement(params)
+
+        def spec(shape, dtype, names):
+            sharding = replicated if mesh is None else logical_sharding(names, shape, mesh)
+            return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+        tokens = spec((batch, prompt_length), jnp.int32, ("batch", "length"))
+        mask = spec((batch, prompt_length), jnp.bool_, ("batch", "length"))
+        done = spec((batch,), jnp.bool_, ("batch",))
+        stop_table, eos_ids = (jax.ShapeDtypeStruct(x.shape, jnp.int32, sharding=replicated)
+                               for x in (self.matcher.transitions, np.array(self.matcher.eos_ids or (-1,))))
+        rng = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
+        values = jax.tree.map(lambda x: jax.ShapeDtypeStruct((), jnp.asarray(x).dtype, sharding=replicated), cfg)
+        with _activation_context(mesh):
+            prefill = _prefill.lower(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng,
+                                     cfg=values).compile()
+        state = prefill.out_info
+        layers, state = state.layers, dataclasses.replace(state, layers=())
+        window = prompt_length + cfg.max_new_tokens - 1 if window is None else window
+        with _activation_context(mesh):
+            decode = _decode.lower(graphdef, params, layers, state, stop_table, eos_ids, window=window,
+                                   cfg=values).compile()
+        return prefill, decode
+
     def generate(self, graphdef: Any, params: Any, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
                  rng: Array) -> SampleResult:
         """Samples up to ``cfg.max_new_tokens`` tokens after each prompt; see ``SampleResult``."""

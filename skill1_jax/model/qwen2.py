@@ -305,17 +305,19 @@ def positions_from_mask(attention_mask: Array) -> Array:
     return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0) * m
 
 
-def compute_params(graphdef: nnx.GraphDef, params: nnx.State) -> nnx.State:
+def compute_params(graphdef: nnx.GraphDef, params: nnx.State, for_gradients: bool = True) -> nnx.State:
     """``params`` as the forward consumes them: each weight the model casts to its compute dtype on use, cast once.
 
     Differentiating with respect to these gives the same gradient values as with respect to the float32 masters
     (the cast's transpose only widens them back), held in the compute dtype: half the bytes for bfloat16. Norm
     weights are used in float32 and stay as they are; so does a tied embedding, used by both the lookup and the
-    head, so that its two gradient contributions still add in float32.
+    head, so that its two gradient contributions still add in float32. A forward that is never differentiated
+    (``for_gradients=False``, the frozen reference policy) casts the tied embedding too: both its uses cast it on use,
+    so the forward's results are the same bits as from the float32 masters.
     """
     model = nnx.merge(graphdef, params)
     keep = {name for name, axes in PARAM_AXES.items() if axes[-1] == "norm"}
-    if model.cfg.tie_word_embeddings:
+    if model.cfg.tie_word_embeddings and for_gradients:
         keep.add("embed")
 
     def cast(path, x):

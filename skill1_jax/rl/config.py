@@ -14,6 +14,7 @@ OBJECTIVES = ("skill1", "grpo")
 ADVANTAGES = ("grpo", "gigpo")
 GIGPO_NORMS = ("std", "none")
 MOMENT_DTYPES = ("float32", "bfloat16")
+REFERENCE_DTYPES = ("param", "compute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,10 @@ class RLConfig:
       second_moment_dtype: dtype of AdamW's second moment: ``"float32"`` or ``"bfloat16"`` (2 more bytes per
         parameter; stochastically rounded, see ``rl.adam``). Both bfloat16 is the 7B configuration for 16 GiB
         chips (docs/model.md).
+      reference_dtype: how the frozen reference policy π_ref keeps its weights: ``"param"`` (a copy in the param
+        dtype, float32) or ``"compute"`` (in ``ModelConfig``'s compute dtype, e.g. bfloat16 on accelerators: half
+        the bytes; the reference forward casts every weight to that dtype on use, so its log-probs are the same bits
+        either way; ``model.qwen2.compute_params``).
       mini_batch_size: rows per optimizer update (one ``train_step`` call).
       micro_batch_size: rows per device per gradient-accumulation step.
       logprob_chunk: sequence positions per chunk of the vocabulary projection, so [B, T, V] float32 logits are
@@ -88,6 +93,7 @@ class RLConfig:
     adam_eps: float = 1e-8
     moment_dtype: str = "float32"
     second_moment_dtype: str = "float32"
+    reference_dtype: str = "param"
     mini_batch_size: int = 256
     micro_batch_size: int = 16
     logprob_chunk: int = 512
@@ -112,6 +118,9 @@ class RLConfig:
         for name in ("moment_dtype", "second_moment_dtype"):
             if getattr(self, name) not in MOMENT_DTYPES:
                 raise ValueError(f"RLConfig.{name} must be one of {MOMENT_DTYPES}, got {getattr(self, name)!r}")
+        if self.reference_dtype not in REFERENCE_DTYPES:
+            raise ValueError(f"RLConfig.reference_dtype must be one of {REFERENCE_DTYPES}, "
+                             f"got {self.reference_dtype!r}")
         if self.loss_agg not in LOSS_AGG_MODES:
             raise ValueError(f"RLConfig.loss_agg must be one of {LOSS_AGG_MODES}, got {self.loss_agg!r}")
         if not 0.0 < self.clip_eps < 1.0:

@@ -39,6 +39,7 @@ from skill1_jax.agent.history import ReferenceTrajectories
 from skill1_jax.config import ExperimentConfig
 from skill1_jax.envs import base
 from skill1_jax.envs.pool import EnvPool, SerialPool
+from skill1_jax.model.qwen2 import compute_params
 from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
 from skill1_jax.rl.pmap_step import make_pmap_ragged_update
@@ -166,6 +167,14 @@ def training_rows(rollouts: Rollouts, rewards: Rewards, trained: Sequence[Segmen
 
 
 # ---- learner ------------------------------------------------------------------------------------------------
+def reference_params(graphdef: Any, params: Any, reference_dtype: str) -> Any:
+    """π_ref's own copy of ``params`` (the update donates the train state): in the param dtype (``"param"``) or
+    in the compute dtype (``"compute"``, ``RLConfig.reference_dtype``; the same log-probs at half the bytes)."""
+    cast = compute_params(graphdef, params, for_gradients=False) if reference_dtype == "compute" else params
+    # A cast to the dtype a leaf already has returns that very array: copy it, or the donation would free it.
+    return jax.tree.map(lambda c, p: jnp.copy(c) if c is p else c, cast, params)
+
+
 class Learner:
     """The device side: train state, frozen reference params, the jitted update and reference scorer."""
 
@@ -182,7 +191,8 @@ class Learner:
         self.state: TrainState = state
         # π_ref: the initial policy, frozen. With β = 0 the KL term is zero whatever π_ref says, so neither its
         # copy of the params (a second model in memory) nor its scoring pass is paid for.
-        self.ref_params = jax.tree.map(jnp.copy, state.params) if self.rl.kl_coef else None
+        self.ref_params = (reference_params(graphdef, state.params, self.rl.reference_dtype) if self.rl.kl_coef
+                           else None)
         self.mesh = mesh
         self.train_step = (make_pmap_ragged_update(graphdef, self.rl, mesh) if replicated
                            else make_ragged_update(graphdef, self.rl, self.state, mesh))

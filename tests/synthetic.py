@@ -37,6 +37,8 @@ def synthetic_batch(seed: int, rows: int, seq_len: int, vocab_size: int, group_s
     old_logp = np.where(loss_mask > 0, -rng.uniform(0.1, 3.0, (rows, seq_len)), 0.0).astype(np.float32)
     ref_logp = np.where(loss_mask > 0, old_logp + rng.normal(0, 0.3, (rows, seq_len)), 0.0).astype(np.float32)
     advantage = np.where(kinds == Segment.RANK, rng.uniform(0, 1, rows), rng.normal(0, 1, rows)).astype(np.float32)
-    return TrainBatch(tokens=tokens, positions=positions, attention_mask=attention_mask, loss_mask=loss_mask,
-                      segment=segment, old_logp=old_logp, ref_logp=ref_logp, advantage=advantage,
-                      group_id=(np.arange(rows) // group_size).astype(np.int32))
+    on_tokens = lambda per_row: np.where(attention_mask, per_row[:, None], 0).astype(per_row.dtype)
+    return TrainBatch(tokens=tokens, positions=positions, attention_mask=attention_mask,
+                      row_id=attention_mask.astype(np.int32), loss_mask=loss_mask, segment=segment, old_logp=old_logp,
+                      ref_logp=ref_logp, advantage=on_tokens(advantage),
+                      group_id=on_tokens((np.arange(rows) // group_size).astype(np.int32)))

@@ -38,7 +38,7 @@ def reference_loss(logp, entropy, batch, cfg):
     clipped, lower, approx, ppo_n = 0.0, 0.0, 0.0, 0
     eps, c = cfg.clip_eps, cfg.dual_clip
     for i in range(logp.shape[0]):
-        adv = float(b.advantage[i])
+        adv = float(b.advantage[i, 0])  # the row's advantage, on each of its tokens
         for t in range(logp.shape[1]):
             kind = int(b.segment[i, t])
             if b.loss_mask[i, t] == 0 or kind == Segment.PAD:
@@ -147,7 +147,7 @@ def _as_rows(batch, rollouts):
         p = int(resp[0])
         rows.append(Row(prompt_ids=batch.tokens[i, :p], response_ids=batch.tokens[i, resp],
                         logprobs=batch.old_logp[i, resp], kind=Segment(int(batch.segment[i, p])),
-                        advantage=float(batch.advantage[i]), group=int(batch.group_id[i])))
+                        advantage=float(batch.advantage[i, p]), group=int(batch.group_id[i, p])))
     return rollout_mean_weights(rows, rollouts, "skill1")
 
 
@@ -168,7 +168,7 @@ def test_rollout_mean_is_the_mean_over_rollouts_of_each_rollouts_token_mean(seed
     terms = {Segment.QUERY: "util", Segment.ACTION: "util", Segment.RANK: "rerank", Segment.DISTILL: "distill"}
     per = {}
     for i in range(batch.num_rows):
-        adv = float(batch.advantage[i])
+        adv = float(batch.advantage[i, 0])
         for t in np.flatnonzero(batch.loss_mask[i]):
             kind = Segment(int(batch.segment[i, t]))
             ratio = np.exp(logp[i, t] - batch.old_logp[i, t])
@@ -243,7 +243,7 @@ def test_rerank_gradient_is_ndcg_times_grad_log_prob_of_ranking(tiny):
 
     grads, jac = jax.jit(lambda p: (jax.grad(lambda q: loss_fn(q, batch)[0])(p), jax.jacrev(seq_logp)(p)))(params)
     n_tokens = batch.loss_mask.sum()
-    ndcg = batch.advantage
+    ndcg = batch.advantage[:, 0]
     # J_rerank = -(1/N) Σ_b NDCG_b log π(σ_b)  =>  ∇J = -(1/N) Σ_b NDCG_b ∇log π(σ_b)
     expected = jax.tree.map(lambda j: -np.tensordot(ndcg, np.asarray(j), axes=1) / n_tokens, jac)
     for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
@@ -256,7 +256,7 @@ def test_entropy_bonus_gradient_through_the_chunked_head_equals_the_full_softmax
     entropy. Its gradient, through the chunked, rematerialised head (``rl.logprobs``), equals the gradient of the same
     mean computed from the full [B, T, V] log-softmax."""
     graphdef, params = tiny
-    batch = dataclasses.replace(synthetic_batch(7, 4, 13, VOCAB), advantage=np.zeros(4, np.float32))
+    batch = dataclasses.replace(synthetic_batch(7, 4, 13, VOCAB), advantage=np.zeros((4, 13), np.float32))
     cfg = RLConfig(entropy_coef=0.001, kl_coef=0.0, logprob_chunk=5)
     loss_fn = make_loss_fn(graphdef, cfg)
 

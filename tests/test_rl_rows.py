@@ -37,8 +37,9 @@ def test_pack_rows_layout_masks_kinds_and_positions():
     np.testing.assert_array_equal(b.old_logp[0], [0, 0, 0, -.5, -.25, 0, 0, 0])
     np.testing.assert_array_equal(b.loss_mask[1], np.zeros(8))  # truncated: kept, but no loss
     np.testing.assert_array_equal(b.segment[1], [0, 4, 4, 4, 0, 0, 0, 0])
-    np.testing.assert_allclose(b.advantage, [0.7, -1.0, 0, 0])
-    np.testing.assert_array_equal(b.group_id, [3, 1, 0, 0])
+    np.testing.assert_allclose(b.advantage[:, 0], [0.7, -1.0, 0, 0])  # on every token of the row
+    np.testing.assert_array_equal(b.group_id[:, 0], [3, 1, 0, 0])
+    np.testing.assert_array_equal(b.row_id[0], [1, 1, 1, 1, 1, 0, 0, 0])
     assert not b.attention_mask[2:].any()  # all-padding rows
     with pytest.raises(ValueError, match="does not fit"):
         pack_rows(rows, num_rows=4, seq_len=4)

@@ -13,6 +13,9 @@ and computes ``softmax(q·kᵀ/√H masked) · v`` with the softmax in float32.
   bf16/fp16 only, head dim a multiple of 8 and ≤ 128).
 * ``splash``: the Pallas TPU splash-attention kernel with a causal mask and segment ids (self-attention only).
 
+Packed rows (``rl.rows``: several training rows in one sequence) are described by segment ids [B, T] (0 on padding,
+k ≥ 1 on the k-th row): the mask is then causal ∧ same id ∧ key is real, and splash takes the ids natively.
+
 Fully-masked query rows (padding) stay finite: masked scores are filled with a finite minimum, as the dense code
 always did, so such a row averages the values uniformly instead of producing NaN. ``dense``, ``blocked`` and
 ``cudnn`` give identical results on every row; ``splash`` matches them on real-token rows (see its docstring).
@@ -68,9 +71,13 @@ def select_implementation(requested: str, platform: str, q_len: int, kv_len: int
     return "blocked"
 
 
-def attention(q: Array, k: Array, v: Array, mask: Array, *, implementation: str = "auto",
-              block_size: int = 512) -> Array:
-    """GQA attention by ``implementation`` (see the module docstring); ``auto`` decides by ``jax.default_backend()``."""
+def attention(q: Array, k: Array, v: Array, mask: Array, *, segment_ids: Array | None = None,
+              implementation: str = "auto", block_size: int = 512) -> Array:
+    """GQA attention by ``implementation`` (see the module docstring); ``auto`` decides by ``jax.default_backend()``.
+
+    ``segment_ids`` [B, T] (self-attention over packed rows; ``mask`` must then be the mask they define) go to the
+    kernels that take them natively (splash); the others read ``mask``.
+    """
     impl = select_implementation(implementation, jax.default_backend(), q.shape[1], k.shape[1], q.dtype,
                                  q.shape[-1], block_size)
     if impl == "dense":
@@ -79,7 +86,14 @@ def attention(q: Array, k: Array, v: Array, mask: Array, *, implementation: str 
         return blocked_attention(q, k, v, mask, block_size)
     if impl == "cudnn":
         return cudnn_attention(q, k, v, mask)
-    return splash_attention(q, k, v, mask, block_size)
+    return splash_attention(q, k, v, mask, block_size, segment_ids=segment_ids)
+
+
+def segment_mask(segment_ids: Array) -> Array:
+    """The [B, T, T] self-attention mask of packed rows: causal ∧ same segment id ∧ key is real (id > 0)."""
+    t = segment_ids.shape[1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return jnp.tril(jnp.ones((t, t), bool))[None] & same & (segment_ids[:, None, :] > 0)
 
 
 def dense_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
@@ -235,7 +249,12 @@ def _cudnn_supports(q_len: int, kv_len: int, dtype, head_dim: int) -> bool:
 
 def cudnn_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     """cuDNN fused attention; the mask becomes cuDNN's additive bias with a finite large negative value, so
-    fully-masked rows stay finite as in ``dense_attention``. cuDNN's op carries its own SPMD partitioning rule."""
+    fully-masked rows stay finite as in ``dense_attention``. cuDNN's op carries its own SPMD partitioning rule.
+
+    Packed rows get the full mask, not segment ids: in jax 0.10.2 the public ``jax.nn.dot_product_attention`` takes
+    no segment ids or packed offsets. Only the private ``jax._src.cudnn.fused_attention_stablehlo`` takes packed
+    offsets (``q_offsets``/``kv_offsets``, Hopper or later), with a static maximum of rows per sequence and no
+    defined output on tokens outside every row, where padding's NaN would reach the weight gradients."""
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
 
 
@@ -249,14 +268,15 @@ def _splash_block(q_len: int, kv_len: int, block_size: int) -> int | None:
 
 
 def splash_attention(q: Array, k: Array, v: Array, mask: Array, block_size: int = 512, *,
-                     interpret: bool = False) -> Array:
-    """Pallas splash attention (TPU) for causal self-attention (T == S) over a padded batch.
+                     segment_ids: Array | None = None, interpret: bool = False) -> Array:
+    """Pallas splash attention (TPU) for causal self-attention (T == S) over a padded or packed batch.
 
-    Splash takes a static mask, so the batch's dynamic padding is passed as segment ids: a token's id is 1 when
-    some query attends to it (a real token) and 0 otherwise, and the kernel attends where ``causal ∧ same id``.
-    This equals ``mask`` whenever ``mask = causal ∧ key is real`` — what ``Qwen2.hidden_states`` builds without a
-    cache — on every real-token row; padding rows attend to padding instead of averaging everything (both are
-    finite and ignored by the loss). ``interpret=True`` runs the kernel in the Pallas interpreter (CPU tests).
+    Splash takes a static mask, so the batch's dynamic rows are passed as segment ids and the kernel attends where
+    ``causal ∧ same id``. Packed rows pass theirs (``segment_ids``, 0 on padding); without them a token's id is 1
+    when some query attends to it (a real token) and 0 otherwise, which equals ``mask`` whenever ``mask = causal ∧
+    key is real``. Either way every real-token row matches ``mask``; padding rows attend to padding instead of
+    averaging everything (both are finite and ignored by the loss). ``interpret=True`` runs the kernel in the
+    Pallas interpreter (CPU tests).
 
     The kernel handles one sequence, so it is vmapped over the batch and, inside an activation-sharding context,
     wrapped in ``shard_map`` over the batch axes (a Pallas call has no SPMD partitioning rule of its own).
@@ -272,7 +292,7 @@ def splash_attention(q: Array, k: Array, v: Array, mask: Array, block_size: int 
                               block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
     kernel = splash.make_splash_mha(splash.MultiHeadMask([splash.CausalMask((t, t))] * n), block_sizes=sizes,
                                     head_shards=1, q_seq_shards=1, interpret=interpret)
-    segments = jnp.any(mask, axis=1).astype(jnp.int32)  # [B, S]: 1 for real tokens
+    segments = (jnp.any(mask, axis=1) if segment_ids is None else segment_ids).astype(jnp.int32)  # [B, S]
 
     def one_row(q, k, v, seg):  # splash's layout is heads-major: q [N,T,H], k/v [K,S,H]
         out = kernel(q.swapaxes(0, 1), k.swapaxes(0, 1), v.swapaxes(0, 1), segment_ids=splash.SegmentIds(seg, seg))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from skill1_jax.model.attention import attention
+from skill1_jax.model.attention import attention, segment_mask
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.parallel.sharding import constrain
 
@@ -131,9 +131,12 @@ def rope(x: Array, positions: Array, theta: float) -> Array:
     return (x32 * cos + rotated * sin).astype(x.dtype)
 
 
-def _attention(cfg: ModelConfig, q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """GQA attention. q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] (True = attend); ``cfg.attention`` picks the kernel."""
-    return attention(q, k, v, mask, implementation=cfg.attention, block_size=cfg.attention_block)
+def _attention(cfg: ModelConfig, q: Array, k: Array, v: Array, mask: Array,
+               segment_ids: Array | None = None) -> Array:
+    """GQA attention. q [B,T,N,H], k/v [B,S,K,H], mask [B,T,S] (True = attend), the packed rows' segment ids [B,T]
+    that define it if any; ``cfg.attention`` picks the kernel."""
+    return attention(q, k, v, mask, segment_ids=segment_ids, implementation=cfg.attention,
+                     block_size=cfg.attention_block)
 
 
 def _attention_inputs(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array) -> tuple[Array, Array, Array]:
@@ -177,10 +180,11 @@ def _block_output(cfg: ModelConfig, x: Array, attn: Array, p: dict[str, Array], 
     return constrain(x, ("batch", "length", "embed"))
 
 
-def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array) -> Array:
+def _block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array,
+           segment_ids: Array | None = None) -> Array:
     """One decoder block over whole sequences (no cache)."""
     q, k, v = _attention_inputs(cfg, x, p, positions)
-    return _block_output(cfg, x, _attention(cfg, q, k, v, mask), p, cfg.mlp_chunks)
+    return _block_output(cfg, x, _attention(cfg, q, k, v, mask, segment_ids), p, cfg.mlp_chunks)
 
 
 def _cached_block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Array, mask: Array,
@@ -229,18 +233,24 @@ class Qwen2(nnx.Module):
         return {name: getattr(self, name)[...] for name in BLOCK_PARAMS}
 
     def hidden_states(self, tokens: Array, positions: Array, attention_mask: Array | None = None,
-                      cache: KVCache | None = None) -> tuple[Array, KVCache | None]:
-        """Final-norm hidden states [B, T, D] (compute dtype) and the updated cache (see ``cached_hidden_states``)."""
+                      cache: KVCache | None = None, segment_ids: Array | None = None) -> tuple[Array, KVCache | None]:
+        """Final-norm hidden states [B, T, D] (compute dtype) and the updated cache (see ``cached_hidden_states``).
+
+        ``segment_ids`` [B, T] int (no cache; instead of ``attention_mask``): packed rows, 0 on padding and k ≥ 1 on
+        the k-th row of a sequence; a token attends only to earlier tokens of its own row (``positions`` restart
+        per row)."""
         if cache is not None:
             return self.cached_hidden_states(tokens, positions, attention_mask, cache)
         cfg, dt = self.cfg, self.compute_dtype
         b, t = tokens.shape
-        attention_mask = _token_mask(attention_mask, (b, t))
         x = _embed_lookup(self.embed[...].astype(dt), tokens)
-        mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]
+        if segment_ids is None:
+            mask = jnp.tril(jnp.ones((t, t), bool))[None] & _token_mask(attention_mask, (b, t))[:, None, :]
+        else:
+            mask = segment_mask(segment_ids)
 
         def body(x, p):
-            return _block(cfg, x, p, positions, mask), None
+            return _block(cfg, x, p, positions, mask, segment_ids), None
 
         if cfg.remat:
             body = jax.checkpoint(body, prevent_cse=False, policy=_CHECKPOINT_POLICIES[cfg.remat_policy])

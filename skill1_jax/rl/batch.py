@@ -1,19 +1,26 @@
 """The rollout → learner hand-off: ``TrainBatch``, a typed, array-only pytree with one generated segment per row.
 
 Row convention. Every generated segment (a query, a ranking, one action turn, a distilled skill) becomes one row
-holding its prompt followed by the model's response: ``tokens[b] = prompt ⧺ response ⧺ padding``. Only response
-tokens have a ``loss_mask`` weight > 0 (1, or 1/|τ_i| under ``rollout-mean``, ``rl.loss``) and a non-zero
-``segment`` kind; prompt and padding tokens have kind ``PAD`` (0).
+holding its prompt followed by the model's response. Only response tokens have a ``loss_mask`` weight > 0 (1, or
+1/|τ_i| under ``rollout-mean``, ``rl.loss``) and a non-zero ``segment`` kind; prompt and padding tokens have kind
+``PAD`` (0).
 
-Log-prob alignment. ``old_logp[b, t]`` and ``ref_logp[b, t]`` are log π(tokens[b, t] | tokens[b, :t]) — the
-log-probability of the token *at* position t given its prefix, exactly what the sampler returns for each generated
-token, stored at that token's position (0 where ``loss_mask`` is 0). Position 0 has no prefix and is never a
-response token. ``skill1_jax.rl.logprobs.token_logprobs`` produces the same alignment from a forward pass.
+Layouts. A sequence ``tokens[b]`` holds one row (``padded``: ``prompt ⧺ response ⧺ padding``) or several rows end to
+end (``packed``: ``row 1 ⧺ row 2 ⧺ … ⧺ padding``, ``rl.rows``). ``row_id[b, t]`` numbers the rows of a sequence
+(1, 2, …; 0 on padding): attention never crosses a row and ``positions`` restart at 0 on every row, so a packed
+row's log-probs are those of the row alone. Per-row values (advantage, group) are stored on every token of the row.
 
-Advantages. ``advantage[b]`` is already the right scalar for the row's segment kind: Â_util for query and action
-rows, the raw NDCG for rank rows (REINFORCE, no baseline), Â_distill for distill rows (``assign_advantages``).
+Log-prob alignment. ``old_logp[b, t]`` and ``ref_logp[b, t]`` are log π(tokens[b, t] | the earlier tokens of its
+row) — the log-probability of the token *at* position t given its prefix, exactly what the sampler returns for each
+generated token, stored at that token's position (0 where ``loss_mask`` is 0). A row's first token has no prefix
+and is never a response token. ``skill1_jax.rl.logprobs.token_logprobs`` produces the same alignment from a forward
+pass.
 
-Axis letters: B rows, T tokens per row.
+Advantages. ``advantage[b, t]`` is already the right scalar for the segment kind of the token's row: Â_util for
+query and action rows, the raw NDCG for rank rows (REINFORCE, no baseline), Â_distill for distill rows
+(``assign_advantages``).
+
+Axis letters: B sequences (rows, in the padded layout), T tokens per sequence.
 """
 
 from __future__ import annotations
@@ -51,24 +58,26 @@ TERM_KINDS: Mapping[str, tuple[Segment, ...]] = {
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TrainBatch:
-    """One mini-batch of training rows (all fields are arrays; leading axis B).
+    """One mini-batch of training rows (all fields are [B, T] arrays; see the module docstring for the layouts).
 
     Attributes:
       tokens: [B, T] int32 prompt + response token ids.
-      positions: [B, T] int32 position ids (``positions_from_mask`` for left padding).
-      attention_mask: [B, T] bool, True on real (non-padding) tokens.
+      positions: [B, T] int32 position ids, from 0 on each row.
+      attention_mask: [B, T] bool, True on real (non-padding) tokens: ``row_id > 0``.
+      row_id: [B, T] int32 the token's row within its sequence (1, 2, …), 0 on padding.
       loss_mask: [B, T] float32, the loss weight of response tokens that carry loss (1, or 1/|τ_i| under
         ``rollout-mean``), 0 elsewhere.
       segment: [B, T] int8 ``Segment`` kind of each token.
       old_logp: [B, T] float32 sampler log-probs (see module docstring for the alignment).
       ref_logp: [B, T] float32 reference-policy log-probs, same alignment.
-      advantage: [B] float32 per-row advantage (Â_util, NDCG or Â_distill by the row's kind).
-      group_id: [B] int32 task group of the row.
+      advantage: [B, T] float32 the advantage of the token's row (Â_util, NDCG or Â_distill by the row's kind).
+      group_id: [B, T] int32 task group of the token's row.
     """
 
     tokens: Array
     positions: Array
     attention_mask: Array
+    row_id: Array
     loss_mask: Array
     segment: Array
     old_logp: Array
@@ -86,24 +95,22 @@ class TrainBatch:
 
 
 FIELD_DTYPES: Mapping[str, Any] = {
-    "tokens": jnp.int32, "positions": jnp.int32, "attention_mask": jnp.bool_, "loss_mask": jnp.float32,
-    "segment": jnp.int8, "old_logp": jnp.float32, "ref_logp": jnp.float32, "advantage": jnp.float32,
-    "group_id": jnp.int32,
+    "tokens": jnp.int32, "positions": jnp.int32, "attention_mask": jnp.bool_, "row_id": jnp.int32,
+    "loss_mask": jnp.float32, "segment": jnp.int8, "old_logp": jnp.float32, "ref_logp": jnp.float32,
+    "advantage": jnp.float32, "group_id": jnp.int32,
 }
-ROW_FIELDS = ("advantage", "group_id")  # [B]; every other field is [B, T]
 
 
 def abstract_batch(rows: int, seq_len: int, shardings: TrainBatch | None = None) -> TrainBatch:
     """A ``TrainBatch`` of ShapeDtypeStructs (for AOT lowering without allocation)."""
     def one(name):
-        shape = (rows,) if name in ROW_FIELDS else (rows, seq_len)
         sharding = None if shardings is None else getattr(shardings, name)
-        return jax.ShapeDtypeStruct(shape, FIELD_DTYPES[name], sharding=sharding)
+        return jax.ShapeDtypeStruct((rows, seq_len), FIELD_DTYPES[name], sharding=sharding)
     return TrainBatch(**{f.name: one(f.name) for f in dataclasses.fields(TrainBatch)})
 
 
 def batch_shardings(mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES) -> TrainBatch:
-    """NamedShardings of every field: rows over the rule table's ``batch`` mesh axes, tokens not split.
+    """NamedShardings of every field: sequences over the rule table's ``batch`` mesh axes, tokens not split.
 
     The row count must be a multiple of the product of those axes' sizes.
     """
@@ -112,9 +119,7 @@ def batch_shardings(mesh: Mesh, rules: Mapping[str, Any] = DEFAULT_RULES) -> Tra
     axes = tuple(a for a in axes if mesh.shape[a] > 1)
     rows_spec = (axes[0] if len(axes) == 1 else axes) if axes else None
 
-    def one(name) -> NamedSharding:
-        return NamedSharding(mesh, P(rows_spec) if name in ROW_FIELDS else P(rows_spec, None))
-    return TrainBatch(**{f.name: one(f.name) for f in dataclasses.fields(TrainBatch)})
+    return TrainBatch(**{f.name: NamedSharding(mesh, P(rows_spec, None)) for f in dataclasses.fields(TrainBatch)})
 
 
 def split_micro_batches(batch: TrainBatch, num_micro: int) -> TrainBatch:

@@ -15,6 +15,7 @@ ADVANTAGES = ("grpo", "gigpo")
 GIGPO_NORMS = ("std", "none")
 MOMENT_DTYPES = ("float32", "bfloat16")
 REFERENCE_DTYPES = ("param", "compute")
+ROW_LAYOUTS = ("padded", "packed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,9 @@ class RLConfig:
         dtype, float32) or ``"compute"`` (in ``ModelConfig``'s compute dtype, e.g. bfloat16 on accelerators: half
         the bytes; the reference forward casts every weight to that dtype on use, so its log-probs are the same bits
         either way; ``model.qwen2.compute_params``).
+      row_layout: how the update and the reference scoring lay rows out (``rl.rows``): ``"padded"`` (one row per
+        sequence, padded to its micro-batch's ladder length) or ``"packed"`` (several rows per sequence, first-fit
+        decreasing, attention and positions per row; the same loss and gradient with less padding).
       mini_batch_size: rows per optimizer update (one ``train_step`` call).
       micro_batch_size: rows per device per gradient-accumulation step.
       logprob_chunk: sequence positions per chunk of the vocabulary projection, so [B, T, V] float32 logits are
@@ -94,6 +98,7 @@ class RLConfig:
     moment_dtype: str = "float32"
     second_moment_dtype: str = "float32"
     reference_dtype: str = "param"
+    row_layout: str = "padded"
     mini_batch_size: int = 256
     micro_batch_size: int = 16
     logprob_chunk: int = 512
@@ -121,6 +126,8 @@ class RLConfig:
         if self.reference_dtype not in REFERENCE_DTYPES:
             raise ValueError(f"RLConfig.reference_dtype must be one of {REFERENCE_DTYPES}, "
                              f"got {self.reference_dtype!r}")
+        if self.row_layout not in ROW_LAYOUTS:
+            raise ValueError(f"RLConfig.row_layout must be one of {ROW_LAYOUTS}, got {self.row_layout!r}")
         if self.loss_agg not in LOSS_AGG_MODES:
             raise ValueError(f"RLConfig.loss_agg must be one of {LOSS_AGG_MODES}, got {self.loss_agg!r}")
         if not 0.0 < self.clip_eps < 1.0:

@@ -72,8 +72,10 @@ def logprobs_from_hidden(hidden_btd: Array, tokens_bt: Array, head_dv: Array, ch
 
 
 def token_logprobs(model: Qwen2, tokens: Array, positions: Array, attention_mask: Array,
-                   chunk: int = 512, temperature: float = 1.0) -> tuple[Array, Array]:
+                   chunk: int = 512, temperature: float = 1.0, segment_ids: Array | None = None) -> tuple[Array, Array]:
     """Forward ``model`` and return (log π(tokens[:, t] | prefix), entropy), both [B, T] float32, of the policy at
-    ``temperature``."""
-    hidden, _ = model.hidden_states(tokens, positions, attention_mask)
+    ``temperature``. With packed rows (``segment_ids``, ``Qwen2.hidden_states``) the prefix is the token's own row:
+    a row's first token gets the log-prob of the previous row's last hidden state, which no loss mask covers (it is a
+    prompt token)."""
+    hidden, _ = model.hidden_states(tokens, positions, attention_mask, segment_ids=segment_ids)
     return logprobs_from_hidden(hidden, tokens, model.head_weight(), chunk, temperature)

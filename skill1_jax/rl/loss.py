@@ -13,8 +13,9 @@ Definition (``token-mean``, the default; what the paper's runs used):
 * H         = token-mean entropy over all response tokens (bonus, c_H = 0 by default; the released runs 0.001).
 
 Each term is normalised by its *own* token count in the whole mini-batch, so a batch with many action tokens does
-not shrink the re-rank term. With ``seq-mean-token-mean`` every row (one generated segment) is first averaged over
-its own tokens of that term, then the term averages over the rows that have such tokens. With ``rollout-mean``
+not shrink the re-rank term. With ``seq-mean-token-mean`` every row (one generated segment, ``batch.row_id`` within
+its sequence: one per sequence when padded, several when packed) is first averaged over its own tokens of that
+term, then the term averages over the rows that have such tokens. With ``rollout-mean``
 (paper Eq. 13, Appendix B: 1/|τ_i| over a rollout's tokens, then over rollouts) the rows carry per-token weights
 1/|τ_i| in ``loss_mask`` (``rl.rows.rollout_mean_weights``: |τ_i| is the rollout's trained tokens of the term), and
 the term is the weighted token-mean Σ w·ℓ / Σ w: within a mini-batch that holds whole rollouts, exactly the mean
@@ -24,7 +25,10 @@ Denominators (summed token weights) come from ``LossNormalizers`` computed on th
 then its exact share of the mini-batch loss, so summing micro-batch gradients equals the full-batch gradient, and
 data-parallel shards can ``psum`` their partial sums. Every metric is normalised the same way, so metrics also sum.
 
-Axis letters: B rows, T tokens.
+Every input is per token ([B, T]; a row's advantage is on each of its tokens), so the objective is the same
+function of a padded and of a packed batch.
+
+Axis letters: B sequences, T tokens.
 """
 
 from __future__ import annotations
@@ -65,11 +69,18 @@ class LossNormalizers:
     rows: dict[str, Array]
 
 
+def row_sums(x: Array, row_id: Array) -> Array:
+    """[B, T + 1]: ``x`` [B, T] summed over each row of each sequence (column k: row k; column 0: padding)."""
+    t = x.shape[-1]
+    return jax.vmap(lambda xs, ids: jax.ops.segment_sum(xs, ids, num_segments=t + 1))(x, row_id)
+
+
 def loss_normalizers(batch: TrainBatch) -> LossNormalizers:
     masks = term_masks(batch)
+    rows = lambda m: jnp.sum((row_sums((m > 0).astype(jnp.float32), batch.row_id)[:, 1:] > 0).astype(jnp.float32))
     return LossNormalizers(tokens={k: jnp.sum(m) for k, m in masks.items()},
                            counts={k: jnp.sum((m > 0).astype(jnp.float32)) for k, m in masks.items()},
-                           rows={k: jnp.sum(jnp.any(m > 0, axis=-1).astype(jnp.float32)) for k, m in masks.items()})
+                           rows={k: rows(m) for k, m in masks.items()})
 
 
 # ---- per-token terms --------------------------------------------------------------------------------------
@@ -112,13 +123,14 @@ def _mean(total: Array, weight: Array) -> Array:
     return jnp.where(weight > 0, total / jnp.where(weight > 0, weight, 1.0), 0.0)
 
 
-def aggregate(per_token: Array, mask: Array, norm: LossNormalizers, term: str, mode: str) -> Array:
-    """Mini-batch mean of ``per_token`` over ``mask`` (see module docstring); 0 when the term has no tokens."""
+def aggregate(per_token: Array, mask: Array, row_id: Array, norm: LossNormalizers, term: str, mode: str) -> Array:
+    """Mini-batch mean of ``per_token`` over ``mask`` (see module docstring); 0 when the term has no tokens.
+    ``row_id`` [B, T] says which row of its sequence each token belongs to (``seq-mean-token-mean``)."""
     x = jnp.where(mask > 0, per_token, 0.0) * mask
     if mode in ("token-mean", "rollout-mean"):  # rollout-mean: the weights are in the mask
         return _mean(jnp.sum(x), norm.tokens[term])
-    row_mean = jnp.sum(x, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
-    return jnp.sum(row_mean) / jnp.maximum(norm.rows[term], 1.0)
+    row_mean = row_sums(x, row_id) / jnp.maximum(row_sums(mask, row_id), 1.0)
+    return jnp.sum(row_mean[:, 1:]) / jnp.maximum(norm.rows[term], 1.0)
 
 
 def _shared_terms(logp: Array, entropy: Array, batch: TrainBatch, masks: dict[str, Array], norm: LossNormalizers,
@@ -126,8 +138,8 @@ def _shared_terms(logp: Array, entropy: Array, batch: TrainBatch, masks: dict[st
                   dual_clipped: Array) -> tuple[Array, Metrics]:
     """β·KL − c_H·H over all response tokens, plus the PPO diagnostics over the ``ppo_terms`` tokens."""
     resp = masks["response"]
-    kl = aggregate(low_var_kl(logp, batch.ref_logp), resp, norm, "response", cfg.loss_agg)
-    ent = aggregate(entropy, resp, norm, "response", cfg.loss_agg)
+    kl = aggregate(low_var_kl(logp, batch.ref_logp), resp, batch.row_id, norm, "response", cfg.loss_agg)
+    ent = aggregate(entropy, resp, batch.row_id, norm, "response", cfg.loss_agg)
     ppo_mask = sum(masks[t] for t in ppo_terms)
     ppo_weight = sum(norm.tokens[t] for t in ppo_terms)
     metrics = {
@@ -146,7 +158,7 @@ def skill1_objective(logp: Array, entropy: Array, batch: TrainBatch, norm: LossN
 
     Args:
       logp, entropy: [B, T] current-policy token log-probs and entropies (``rl.logprobs`` alignment).
-      batch: the rows (old/ref log-probs, masks, segment kinds, per-row advantages).
+      batch: the rows (old/ref log-probs, masks, segment kinds, row ids, each token's row advantage).
       norm: mini-batch denominators (``loss_normalizers`` of the full mini-batch).
       cfg: coefficients and aggregation mode.
 
@@ -155,12 +167,11 @@ def skill1_objective(logp: Array, entropy: Array, batch: TrainBatch, norm: LossN
       ``pg/clipfrac``, ``pg/clipfrac_lower`` (the dual clip) and ``pg/approx_kl`` (all three over the PPO tokens:
       query, action, distill).
     """
-    masks = term_masks(batch)
-    adv = batch.advantage[:, None]
+    masks, adv, rows = term_masks(batch), batch.advantage, batch.row_id
     ppo, clipped, dual_clipped = ppo_clip_loss(logp, batch.old_logp, adv, cfg.clip_eps, cfg.dual_clip)
-    j_util = aggregate(ppo, masks["util"], norm, "util", cfg.loss_agg)
-    j_rerank = aggregate(reinforce_loss(logp, adv), masks["rerank"], norm, "rerank", cfg.loss_agg)
-    j_distill = aggregate(ppo, masks["distill"], norm, "distill", cfg.loss_agg)
+    j_util = aggregate(ppo, masks["util"], rows, norm, "util", cfg.loss_agg)
+    j_rerank = aggregate(reinforce_loss(logp, adv), masks["rerank"], rows, norm, "rerank", cfg.loss_agg)
+    j_distill = aggregate(ppo, masks["distill"], rows, norm, "distill", cfg.loss_agg)
     reg, metrics = _shared_terms(logp, entropy, batch, masks, norm, cfg, ("util", "distill"), clipped, dual_clipped)
     loss = j_util + cfg.lambda_rerank * j_rerank + cfg.lambda_distill * j_distill + reg
     return loss, {"loss": loss, "loss/util": j_util, "loss/rerank": j_rerank, "loss/distill": j_distill, **metrics}
@@ -170,9 +181,8 @@ def grpo_objective(logp: Array, entropy: Array, batch: TrainBatch, norm: LossNor
                    cfg: RLConfig) -> tuple[Array, Metrics]:
     """Plain GRPO baseline: PPO-clip on every response token with its row's advantage, + β·KL − c_H·H."""
     masks = term_masks(batch)
-    ppo, clipped, dual_clipped = ppo_clip_loss(logp, batch.old_logp, batch.advantage[:, None], cfg.clip_eps,
-                                               cfg.dual_clip)
-    j_pg = aggregate(ppo, masks["response"], norm, "response", cfg.loss_agg)
+    ppo, clipped, dual_clipped = ppo_clip_loss(logp, batch.old_logp, batch.advantage, cfg.clip_eps, cfg.dual_clip)
+    j_pg = aggregate(ppo, masks["response"], batch.row_id, norm, "response", cfg.loss_agg)
     reg, metrics = _shared_terms(logp, entropy, batch, masks, norm, cfg, ("response",), clipped, dual_clipped)
     loss = j_pg + reg
     return loss, {"loss": loss, "loss/util": j_pg, **metrics}
@@ -195,7 +205,7 @@ def make_loss_fn(graphdef: nnx.GraphDef, cfg: RLConfig) -> Callable[..., tuple[A
     def loss_fn(params: nnx.State, batch: TrainBatch, norm: LossNormalizers | None = None):
         model = nnx.merge(graphdef, params)
         logp, entropy = token_logprobs(model, batch.tokens, batch.positions, batch.attention_mask,
-                                       cfg.logprob_chunk, cfg.temperature)
+                                       cfg.logprob_chunk, cfg.temperature, segment_ids=batch.row_id)
         if cfg.entropy_coef == 0.0:
             entropy = jax.lax.stop_gradient(entropy)  # a metric only: skip its backward pass
         return objective(logp, entropy, batch, loss_normalizers(batch) if norm is None else norm, cfg)

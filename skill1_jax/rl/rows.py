@@ -20,6 +20,12 @@ Policies, each in one place:
     The gradient of a mini-batch does not depend on how its rows are grouped (``rl.train_step``: every micro-batch
     is normalised by the mini-batch's counts), but the cost does: a long re-rank or distill prompt no longer pads
     every action row to its length. A run compiles at most one update program per length bucket.
+  * **Packed rows** (``RLConfig.row_layout = "packed"``): the rows of a mini-batch are packed first-fit-decreasing
+    into sequences of the ladder length of its longest row (so no micro-batch is longer than in the padded layout),
+    several rows per sequence, each with its own ``row_id``, positions from 0 and attention within itself
+    (``rl.batch``); the sequences, fullest last, make micro-batches of ``row_unit`` sequences, each cut to the
+    ladder length of its fullest sequence. The loss and its gradient are those of the padded layout
+    (``rl.loss`` works per token and per row id); only the padding is gone.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from skill1_jax.rl.batch import TERM_KINDS, Segment, TrainBatch
+from skill1_jax.rl.config import ROW_LAYOUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,34 +87,57 @@ def bucket(n: int, base: int) -> int:
 
 
 def pack_rows(rows: Sequence[Row], num_rows: int, seq_len: int) -> TrainBatch:
-    """Right-padded host ``TrainBatch`` of ``rows`` plus all-padding rows up to ``num_rows``; ref_logp is 0
-    (filled by the reference forward)."""
-    if len(rows) > num_rows:
-        raise ValueError(f"{len(rows)} rows do not fit a batch of {num_rows}")
-    tokens = np.zeros((num_rows, seq_len), np.int32)
-    attn = np.zeros((num_rows, seq_len), bool)
-    loss = np.zeros((num_rows, seq_len), np.float32)
-    seg = np.zeros((num_rows, seq_len), np.int8)
-    old = np.zeros((num_rows, seq_len), np.float32)
-    advantage = np.zeros(num_rows, np.float32)
-    group = np.zeros(num_rows, np.int32)
-    for b, row in enumerate(rows):
-        p, r = len(row.prompt_ids), len(row.response_ids)
-        if p + r > seq_len:
-            raise ValueError(f"row of {p + r} tokens does not fit seq_len {seq_len}")
-        if len(row.logprobs) != r:
-            raise ValueError(f"row has {r} response tokens but {len(row.logprobs)} log-probs")
-        tokens[b, :p + r] = np.concatenate([row.prompt_ids, row.response_ids])
-        attn[b, :p + r] = True
-        seg[b, p:p + r] = int(row.kind)
-        old[b, p:p + r] = row.logprobs
-        if row.trained:
-            loss[b, p:p + r] = row.weight
-        advantage[b] = row.advantage
-        group[b] = row.group
-    positions = np.where(attn, np.cumsum(attn, axis=1) - 1, 0).astype(np.int32)
-    return TrainBatch(tokens=tokens, positions=positions, attention_mask=attn, loss_mask=loss, segment=seg,
-                      old_logp=old, ref_logp=np.zeros_like(old), advantage=advantage, group_id=group)
+    """Right-padded host ``TrainBatch`` with one of ``rows`` per sequence, plus all-padding sequences up to
+    ``num_rows``; ref_logp is 0 (filled by the reference forward)."""
+    return pack_sequences([[row] for row in rows], num_rows, seq_len)
+
+
+def pack_sequences(sequences: Sequence[Sequence[Row]], num_rows: int, seq_len: int) -> TrainBatch:
+    """Host ``TrainBatch`` whose sequence b holds the rows ``sequences[b]`` end to end (row ids 1, 2, …, positions
+    from 0 on each), right-padded to ``seq_len``, plus all-padding sequences up to ``num_rows``; ref_logp is 0."""
+    if len(sequences) > num_rows:
+        raise ValueError(f"{len(sequences)} sequences do not fit a batch of {num_rows}")
+    shape = (num_rows, seq_len)
+    tokens, positions, row_id, group = (np.zeros(shape, np.int32) for _ in range(4))
+    loss, old, advantage = (np.zeros(shape, np.float32) for _ in range(3))
+    seg = np.zeros(shape, np.int8)
+    for b, rows in enumerate(sequences):
+        if sum(row.length for row in rows) > seq_len:
+            raise ValueError(f"a sequence of {sum(row.length for row in rows)} tokens does not fit seq_len {seq_len}")
+        start = 0
+        for k, row in enumerate(rows, start=1):
+            p, r = len(row.prompt_ids), len(row.response_ids)
+            if len(row.logprobs) != r:
+                raise ValueError(f"row has {r} response tokens but {len(row.logprobs)} log-probs")
+            span, response = slice(start, start + p + r), slice(start + p, start + p + r)
+            tokens[b, span] = np.concatenate([row.prompt_ids, row.response_ids])
+            positions[b, span] = np.arange(p + r)
+            row_id[b, span] = k
+            advantage[b, span] = row.advantage
+            group[b, span] = row.group
+            seg[b, response] = int(row.kind)
+            old[b, response] = row.logprobs
+            if row.trained:
+                loss[b, response] = row.weight
+            start += p + r
+    return TrainBatch(tokens=tokens, positions=positions, attention_mask=row_id > 0, row_id=row_id, loss_mask=loss,
+                      segment=seg, old_logp=old, ref_logp=np.zeros_like(old), advantage=advantage, group_id=group)
+
+
+def first_fit_decreasing(rows: Sequence[Row], seq_len: int) -> list[list[Row]]:
+    """Bins of at most ``seq_len`` tokens: the rows longest first (stable), each into the first bin it fits."""
+    bins: list[list[Row]] = []
+    free: list[int] = []
+    for row in sorted(rows, key=lambda r: -r.length):
+        if row.length > seq_len:
+            raise ValueError(f"row of {row.length} tokens does not fit seq_len {seq_len}")
+        b = next((i for i, room in enumerate(free) if row.length <= room), len(bins))
+        if b == len(bins):
+            bins.append([])
+            free.append(seq_len)
+        bins[b].append(row)
+        free[b] -= row.length
+    return bins
 
 
 def rollout_mean_weights(rows: Sequence[Row], rollout: Sequence[int], objective: str) -> list[Row]:
@@ -127,29 +157,47 @@ def rollout_mean_weights(rows: Sequence[Row], rollout: Sequence[int], objective:
 
 
 def mini_batches(rows: Sequence[Row], *, mini_batch_size: int, row_unit: int, length_bucket: int,
-                 seed: int) -> list[list[TrainBatch]]:
+                 seed: int, layout: str = "padded") -> list[list[TrainBatch]]:
     """Shuffles the trainable ``rows`` (seeded), splits them into mini-batches of length-grouped micro-batches.
 
     Args:
       rows: the step's segments (truncated and overlong ones are left out: they carry no loss, see module
         docstring).
       mini_batch_size: rows per optimizer update (rounded up to a multiple of ``row_unit``).
-      row_unit: micro-batch rows × data-parallel devices: the row count of every micro-batch.
+      row_unit: micro-batch sequences × data-parallel devices: the sequence count of every micro-batch.
       length_bucket: base of the token-length ladder.
       seed: shuffle seed (the run seed folded with the step: resumes replay it exactly).
+      layout: ``"padded"`` (one row per sequence) or ``"packed"`` (module docstring).
 
     Returns:
       One list of ``TrainBatch`` micro-batches per optimizer update, shortest first.
     """
+    if layout not in ROW_LAYOUTS:
+        raise ValueError(f"row layout must be one of {ROW_LAYOUTS}, got {layout!r}")
     rows = [r for r in rows if r.trained]
     per_update = -(-mini_batch_size // row_unit) * row_unit
     order = np.random.default_rng(seed).permutation(len(rows))
     out = []
     for start in range(0, len(rows), per_update):
-        chunk = sorted((rows[i] for i in order[start:start + per_update]), key=lambda r: r.length)  # stable
-        parts = [chunk[m:m + row_unit] for m in range(0, len(chunk), row_unit)]
-        out.append([pack_rows(part, row_unit, bucket(part[-1].length, length_bucket)) for part in parts])
+        chunk = [rows[i] for i in order[start:start + per_update]]
+        if layout == "padded":
+            sequences = [[row] for row in sorted(chunk, key=lambda r: r.length)]  # stable
+        else:
+            bins = first_fit_decreasing(chunk, bucket(max(r.length for r in chunk), length_bucket))
+            sequences = sorted(bins, key=lambda rows: sum(r.length for r in rows))  # stable
+        parts = [sequences[m:m + row_unit] for m in range(0, len(sequences), row_unit)]
+        out.append([pack_sequences(part, row_unit, bucket(sum(r.length for r in part[-1]), length_bucket))
+                    for part in parts])
     return out
+
+
+def layout_stats(batches: Sequence[Sequence[TrainBatch]]) -> dict[str, float]:
+    """Tokens the update computes (sequences × length, over every micro-batch), the real ones among them and the
+    padding fraction: padded ÷ computed."""
+    computed = sum(b.tokens.size for micro in batches for b in micro)
+    real = sum(int(np.sum(b.attention_mask)) for micro in batches for b in micro)
+    return {"update/computed_tokens": float(computed), "update/real_tokens": float(real),
+            "update/padding_fraction": (computed - real) / computed if computed else 0.0}
 
 
 def row_stats(rows: Sequence[Row]) -> dict[str, float]:

@@ -285,7 +285,7 @@ def make_logprob_fn(graphdef: nnx.GraphDef, cfg: RLConfig, params: nnx.State, me
         model = nnx.merge(graphdef, params)
         micro = split_micro_batches(batch, num_micro_batches(batch.num_rows, cfg, ndev))
         one = lambda mb: token_logprobs(model, mb.tokens, mb.positions, mb.attention_mask, cfg.logprob_chunk,
-                                        cfg.temperature)[0]
+                                        cfg.temperature, segment_ids=mb.row_id)[0]
         logp = jax.lax.map(one, micro)  # [n, B / n, T]; undo the strided split
         return jnp.swapaxes(logp, 0, 1).reshape(batch.num_rows, batch.seq_len)
 

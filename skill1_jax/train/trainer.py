@@ -10,9 +10,10 @@ One ``Trainer.train_step()``:
      over anchor states (``play_turns``); a turn whose reply did not parse loses ``rl.invalid_format_penalty`` from
      its reward first (the released runs' invalid-format penalty);
   4. ``rl.rows`` turns every generated segment into a token-exact row and splits the rows into mini-batches of
-     length-grouped micro-batches; the frozen initial policy scores them (reference log-probs) and each
-     mini-batch is one optimizer update (``rl.train_step.make_ragged_update``, or with ``train.update_layout =
-     "replicated"`` its data-parallel twin ``rl.pmap_step.make_pmap_ragged_update``);
+     length-grouped micro-batches (one row per sequence, or with ``rl.row_layout = "packed"`` several); the frozen
+     initial policy scores them (reference log-probs) and each mini-batch is one optimizer update
+     (``rl.train_step.make_ragged_update``, or with ``train.update_layout = "replicated"`` its data-parallel twin
+     ``rl.pmap_step.make_pmap_ragged_update``);
   5. the library (``update_library``): Eq. 5 EMA for every retrieved candidate of every rollout, admission of the
      parsed distillations of successful rollouts (merge / retirement inside ``SkillLibrary.admit``), and the
      contrastive reference store; training rollouts only;
@@ -44,7 +45,7 @@ from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
 from skill1_jax.rl.pmap_step import make_pmap_ragged_update
 from skill1_jax.rl.config import RLConfig
-from skill1_jax.rl.rows import Row, mini_batches, rollout_mean_weights, row_stats
+from skill1_jax.rl.rows import Row, layout_stats, mini_batches, rollout_mean_weights, row_stats
 from skill1_jax.rl.train_step import (TrainState, batch_devices, init_train_state, make_logprob_fn,
                                      make_ragged_update, train_state_shardings)
 from skill1_jax.skills import SkillDraft, SkillLibrary
@@ -394,7 +395,8 @@ class Trainer:
         rows = training_rows(rollouts, rewards, self.trained_kinds, self.learner.rl)
         batches = mini_batches(rows, mini_batch_size=self.learner.rl.mini_batch_size,
                                row_unit=self.learner.row_unit, length_bucket=self.config.train.length_bucket,
-                               seed=int(np.random.SeedSequence([self.config.train.seed, step]).generate_state(1)[0]))
+                               seed=int(np.random.SeedSequence([self.config.train.seed, step]).generate_state(1)[0]),
+                               layout=self.learner.rl.row_layout)
         tell("update")
         update_metrics = self.learner.update(batches, seconds)
         self._sync_policy()
@@ -412,6 +414,7 @@ class Trainer:
         self.step = step
         metrics.update(rollout_metrics(rollouts, rewards))
         metrics.update(row_stats(rows))
+        metrics.update(layout_stats(batches))
         metrics.update({f"train/{k}": v for k, v in update_metrics.items()})
         metrics["train/updates"] = float(len(batches))
         metrics.update({f"seconds/{k}": v for k, v in seconds.items()})

@@ -63,6 +63,7 @@ VARIANTS: Mapping[str, VariantSpec] = {
 
 
 OVERLONG_PROMPT_POLICIES = ("error", "drop")
+SAMPLING_LAYOUTS = ("train", "replicated", "tensor")  # skill1_jax.sampling.layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,16 @@ class GenerationConfig:
       overlong_prompt: ``"error"`` stops the run with a message naming the prompt's stage, task, rollout, turn and
         length (the released scripts' ``truncation=error``); ``"drop"`` answers it from the whole prompt but leaves its
         row out of the update, counted as ``rows/overlong`` (``train.policy``, ``rl.rows``).
+      sampling_layout: where rollouts are decoded (``sampling.layout``; docs/sampling.md): ``"train"`` on the update's
+        shardings (each device gathers a full weight copy per decode segment), ``"replicated"`` a compute-dtype
+        copy on every device (fastest where it fits, e.g. 80 GB GPUs at 7B), ``"tensor"`` tensor parallelism over
+        heads (at most the KV heads) and MLP width, data parallelism over the remaining devices. The params are
+        copied into it once per update.
+      sampling_tensor_parallel: devices per tensor-parallel group under ``"tensor"``; 0 = gcd(KV heads, devices).
+      kv_cache_tokens: KV-cache budget of one sampling call in cache slots, rows × (prompt bucket + reply limit);
+        a stage over it is generated in sub-batches with identical results (``Sampler.generate``); 0 = no budget.
+        Bytes per slot: 2 × layers × KV heads × head dim × dtype bytes (Qwen2.5-7B in bfloat16: 56 KiB), spread
+        over the sampling devices.
     """
 
     temperature: float = 1.0
@@ -93,6 +104,9 @@ class GenerationConfig:
     max_distill_tokens: int = 2048
     max_prompt_tokens: int = 0
     overlong_prompt: str = "error"
+    sampling_layout: str = "train"
+    sampling_tensor_parallel: int = 0
+    kv_cache_tokens: int = 0
 
     def __post_init__(self):
         if self.overlong_prompt not in OVERLONG_PROMPT_POLICIES:
@@ -100,6 +114,13 @@ class GenerationConfig:
                              f"{self.overlong_prompt!r}")
         if self.max_prompt_tokens < 0:
             raise ValueError(f"generation.max_prompt_tokens must be >= 0 (0: no limit), got {self.max_prompt_tokens}")
+        if self.sampling_layout not in SAMPLING_LAYOUTS:
+            raise ValueError(f"generation.sampling_layout must be one of {SAMPLING_LAYOUTS}, got {self.sampling_layout!r}")
+        if self.sampling_tensor_parallel < 0:
+            raise ValueError(f"generation.sampling_tensor_parallel must be >= 0 (0: as many as the KV heads allow), "
+                             f"got {self.sampling_tensor_parallel}")
+        if self.kv_cache_tokens < 0:
+            raise ValueError(f"generation.kv_cache_tokens must be >= 0 (0: no budget), got {self.kv_cache_tokens}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +324,10 @@ def paper(env: str = "alfworld") -> ExperimentConfig:
         rl=RLConfig(micro_batch_size=1, moment_dtype="bfloat16", second_moment_dtype="bfloat16",
                     reference_dtype="compute"),
         library=LibraryConfig.paper(),
-        generation=GenerationConfig(max_prompt_tokens=16384),
+        # Sampling on 16 GiB chips: a replicated 15.2 GB copy cannot sit beside the train-state shard, so tensor
+        # parallelism over the 4 KV heads (3.8 GB of weights per chip); 2^18 cache slots are 14 GiB of bfloat16 KV,
+        # 1.75 GiB per chip over 8 chips (a 256-row stage of 4,096-token prompts + 2,048 replies runs as 8 calls).
+        generation=GenerationConfig(max_prompt_tokens=16384, sampling_layout="tensor", kv_cache_tokens=1 << 18),
         env=_env(env, max_turns=15 if webshop else 50),
         train=TrainConfig(steps=150, tasks_per_step=32 if webshop else 16, group_size=16, eval_every=20,
                           eval_injection="top1",
@@ -322,7 +346,10 @@ def released(env: str = "alfworld") -> ExperimentConfig:
     rl = base.rl.replace(dual_clip=3.0, entropy_coef=0.001, invalid_format_penalty=0.05 if webshop else 0.01)
     if webshop:
         rl = rl.replace(lambda_rerank=1.0, lambda_distill=1.0)
-    return base.replace(rl=rl, library=LibraryConfig.released(),
+    # Sized for the paper's 80 GB GPUs (8x H800): a bfloat16 copy per GPU (15.2 GB) fits and decodes without
+    # collectives, and 2^20 cache slots (7 GiB of KV per GPU) hold a whole 128-row stage of 6,144-slot rows.
+    generation = dataclasses.replace(base.generation, sampling_layout="replicated", kv_cache_tokens=1 << 20)
+    return base.replace(rl=rl, library=LibraryConfig.released(), generation=generation,
                         train=dataclasses.replace(base.train, group_size=8, tasks_per_step=16, eval_tasks=64,
                                                   eval_injection="all"))
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.model.qwen2 import Qwen2
-from skill1_jax.sampling import Buckets, SamplingConfig, generate, num_compiled_programs, sample_logits
+from skill1_jax.sampling import Buckets, Sampler, SamplingConfig, generate, num_compiled_programs, sample_logits
 
 VOCAB = 512
 N_NEW = 10
@@ -208,3 +208,24 @@ def test_alfworld_like_episode_compiles_bounded_programs_and_new_params_do_not_r
     assert compiled <= 2 * len(bucket_pairs) <= 8
     run(scaled_tiny_model(seed=1))  # same architecture, new parameter values: nothing recompiles
     assert num_compiled_programs() - before == compiled
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_stage_over_the_kv_budget_runs_in_sub_batches_with_identical_tokens_and_logprobs(model, temperature):
+    rs = np.random.RandomState(3)
+    prompts = [list(rs.randint(0, VOCAB, n)) for n in rs.randint(2, 90, 32)]  # prompt bucket 96
+    graphdef, params = nnx.split(model)
+    cfg, rng = SamplingConfig(N_NEW, temperature=temperature), jax.random.key(5)
+    whole = Sampler(VOCAB, eos_ids=()).generate(graphdef, params, prompts, cfg, rng)
+    # 16 rows of 96 + 10 slots fit, 32 do not: two sub-batches, rows 16-31 drawing with their stage-wide keys.
+    # (16, not 8: XLA:CPU sums a row reduction of >= 4,096 elements in a YNNPACK fusion and a smaller one in its own
+    # emitter, in another order; 8-row sub-batches put the decode attention's softmax, 32 rows x ~100 slots, on the
+    # other side of that line from the whole batch's, and log-probs then differ in the last bits; docs/sampling.md.)
+    sampler = Sampler(VOCAB, eos_ids=(), kv_cache_tokens=16 * (96 + N_NEW))
+    assert sampler.sub_batch_rows(len(prompts), 96, N_NEW) == 16
+    split = sampler.generate(graphdef, params, prompts, cfg, rng)
+    np.testing.assert_array_equal(split.tokens, whole.tokens)
+    np.testing.assert_array_equal(split.logprobs, whole.logprobs)
+    assert split.finish_reason == whole.finish_reason
+    with pytest.raises(ValueError, match="kv_cache_tokens=100 holds no row of 106 cache slots"):
+        Sampler(VOCAB, eos_ids=(), kv_cache_tokens=100).generate(graphdef, params, prompts, cfg, rng)

@@ -38,6 +38,22 @@ _ARRAY = re.compile(r"\b([a-z]\w*)\[([\d,]*)\]")
 _CALLED = re.compile(r"\b(?:calls|to_apply|body|condition)=%([\w.\-]+)")
 _BRANCHES = re.compile(r"\b(?:branch_computations|called_computations)=\{([^}]*)\}")
 _WHILE = re.compile(r"\bcondition=%([\w.\-]+), body=%([\w.\-]+)")
+_TILES = re.compile(r"sharding=\{devices=\[([\d,]+)\]")
+_INPUT_NAME = re.compile(r'op_name="([^"]*)"')
+
+
+def _whole_on_each_device(line: str) -> bool:
+    """Whether an entry parameter's sharding annotation leaves every device the whole array (replicated, or tiled
+    only over replica dimensions; no annotation: one device)."""
+    tiles = _TILES.search(line)
+    if tiles is None:
+        return True
+    dims = [int(d) for d in tiles.group(1).split(",")]
+    replica_dims = 1 if "last_tile_dim_replicate" in line else 0
+    subgroups = re.search(r"last_tile_dims=\{([^}]*)\}", line)
+    if subgroups:
+        replica_dims = len(subgroups.group(1).split(","))
+    return math.prod(dims[:len(dims) - replica_dims]) == 1
 
 
 def _arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -129,8 +145,9 @@ def decode_collectives(hlo_text: str, weight_shapes: Iterable[tuple[int, ...]] =
                 if not m:
                     continue
                 op_name, type_text, op = m.groups()
-                if name == entry and op == "parameter":
-                    copies += [{"where": "input", "op": op_name, "shape": list(shape)}
+                if name == entry and op == "parameter" and _whole_on_each_device(line):
+                    label = _INPUT_NAME.search(line)
+                    copies += [{"where": "input", "op": label.group(1) if label else op_name, "shape": list(shape)}
                                for _, shape in _arrays(type_text) if shape in shapes]
                 kind = op.removesuffix("-done")
                 if kind not in COLLECTIVES:

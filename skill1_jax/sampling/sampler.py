@@ -22,8 +22,9 @@ it is the PPO/GRPO π_old of rollouts sampled without truncation (the Skill1 tra
 sampled from (also truncated by top-k, top-p; 0 for greedy); it differs from ``logprobs`` whenever truncation is
 active.
 
-Randomness: token i of row r uses ``fold_in(fold_in(rng, r), i)``, so rows have independent streams and the same
-rng reproduces the same samples.
+Randomness: token i of row r uses ``fold_in(fold_in(rng, r), i)``, r the row's index in the whole ``generate`` call,
+so rows have independent streams, the same rng reproduces the same samples, and a call split into sub-batches by its
+KV budget (``kv_cache_tokens``) draws what the unsplit call draws.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class DecodeState:
     lengths: Array  # int32, tokens generated
     step: Array  # int32 scalar, tokens generated so far by the loop
     rng: Array  # key
+    first_row: Array  # int32 scalar, the stage-wide index of row 0 (its sampling key; see ``Sampler.generate``)
     # Each decoder block's weights in the compute dtype (``Qwen2.layer_weights``): sliced out of the stacked
     # params by the prefill, read by every decode segment, dropped when decoding ends. Not carried by the loop.
     layers: tuple[dict[str, Array], ...] = ()
@@ -110,7 +112,7 @@ def _constrain_cache(cache: KVCache) -> KVCache:
 def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Array, cfg: SamplingConfig) -> DecodeState:
     """Samples the next token of every row from ``logits`` [B, V] and records it at ``state.step``."""
     active = ~state.done
-    rows = jnp.arange(logits.shape[0])
+    rows = state.first_row + jnp.arange(logits.shape[0])
     tok, policy, behavior = sample_logits(logits, state.rng, rows, state.step, cfg, active)
     tok = jnp.where(active, tok, 0)
 
@@ -135,7 +137,7 @@ def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Arra
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _prefill(graphdef: Any, params: Any, tokens: Array, mask: Array, done: Array, stop_table: Array,
-             eos_ids: Array, rng: Array, *, cfg: SamplingConfig) -> DecodeState:
+             eos_ids: Array, rng: Array, first_row: Array, *, cfg: SamplingConfig) -> DecodeState:
     """Runs left-padded prompts [B, P] through the model into a fresh P-slot cache; samples token 1."""
     model = nnx.merge(graphdef, params)
     b, p = tokens.shape
@@ -150,7 +152,7 @@ def _prefill(graphdef: Any, params: Any, tokens: Array, mask: Array, done: Array
         cache=cache, tokens=jnp.zeros((b, n), jnp.int32), logprobs=jnp.zeros((b, n), jnp.float32),
         behavior_logprobs=jnp.zeros((b, n), jnp.float32), last=zeros_i, positions=positions[:, -1],
         stop_state=zeros_i, done=done, finish=zeros_i, lengths=zeros_i, step=jnp.zeros((), jnp.int32), rng=rng,
-        layers=layers)
+        first_row=first_row, layers=layers)
     return _advance(state, logits, stop_table, eos_ids, cfg)
 
 
@@ -198,14 +200,21 @@ def _activation_context(mesh: Any):
     return activation_sharding(mesh) if mesh is not None else contextlib.nullcontext()
 
 
-def _pad_prompts(prompts: Sequence[Sequence[int]], buckets: Buckets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Left-pads prompts into bucketed [B, P] tokens and mask; ``done`` [B] marks the dummy rows."""
+def _check_prompts(prompts: Sequence[Sequence[int]]) -> None:
     if not prompts:
         raise ValueError("generate() got no prompts")
     lengths = [len(p) for p in prompts]
     if min(lengths) == 0:
         raise ValueError(f"prompt {lengths.index(0)} is empty; every prompt needs at least one token")
-    b, p = buckets.batch_size(len(prompts)), buckets.prompt_length(max(lengths))
+
+
+def _pad_prompts(prompts: Sequence[Sequence[int]], buckets: Buckets,
+                 prompt_length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left-pads prompts into bucketed [B, P] tokens and mask (P: ``prompt_length``, default the bucket of the
+    longest prompt); ``done`` [B] marks the dummy rows."""
+    _check_prompts(prompts)
+    b = buckets.batch_size(len(prompts))
+    p = prompt_length or buckets.prompt_length(max(len(x) for x in prompts))
     tokens = np.zeros((b, p), np.int32)
     mask = np.zeros((b, p), bool)
     for i, prompt in enumerate(prompts):
@@ -227,17 +236,24 @@ class Sampler:
       stop_strings: texts that end a sequence (e.g. ``("</action>",)``).
       eos_ids: ids that end a sequence (default Qwen's ``<|im_end|>``, ``<|endoftext|>``).
       buckets: padded shapes (see ``buckets.py``).
+      kv_cache_tokens: KV budget of one sampling call, in cache slots (rows × slots per row; 0: none). A larger
+        call runs in sub-batches (``generate``).
     """
 
     def __init__(self, vocab_size: int, tokenizer: Any | None = None, *, stop_strings: Sequence[str] = (),
-                 eos_ids: Sequence[int] = QWEN_EOS_IDS, buckets: Buckets = Buckets()):
+                 eos_ids: Sequence[int] = QWEN_EOS_IDS, buckets: Buckets = Buckets(), kv_cache_tokens: int = 0):
+        if kv_cache_tokens < 0:
+            raise ValueError(f"kv_cache_tokens must be >= 0 (0: no budget), got {kv_cache_tokens}")
         self.matcher = StopMatcher(tokenizer, stop_strings, eos_ids, vocab_size)
         self.buckets = buckets
+        self.kv_cache_tokens = kv_cache_tokens
 
     def prefill(self, graphdef: Any, params: Any, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
-                rng: Array) -> DecodeState:
-        """Pads, places and prefills ``prompts``; returns the device state after the first sampled token."""
-        tokens, mask, done = _pad_prompts(prompts, self.buckets)
+                rng: Array, *, first_row: int = 0, prompt_length: int | None = None) -> DecodeState:
+        """Pads, places and prefills ``prompts``; returns the device state after the first sampled token.
+        ``first_row``: the stage-wide index of ``prompts[0]`` (rows draw with keys of their stage-wide index);
+        ``prompt_length``: the padded prompt length P (default: the bucket of the longest prompt)."""
+        tokens, mask, done = _pad_prompts(prompts, self.buckets, prompt_length)
         mesh, replicated = _placement(params)
         if mesh is None:
             tokens, mask, done = jax.device_put((tokens, mask, done), replicated)
@@ -248,8 +264,9 @@ class Sampler:
         stop_table, eos_ids = self.matcher.device_arrays(replicated)
         rng = jax.device_put(rng, replicated)  # the caller's key may live on another device
         cfg = jax.device_put(cfg, replicated)  # temperature, top-p, top-k: traced values, placed explicitly
+        first_row = jax.device_put(np.int32(first_row), replicated)  # traced: every sub-batch shares one program
         with _activation_context(mesh):
-            return _prefill(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng, cfg=cfg)
+            return _prefill(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng, first_row, cfg=cfg)
 
     def decode(self, graphdef: Any, params: Any, state: DecodeState, cfg: SamplingConfig) -> DecodeState:
         """Runs the decode segments on a state fresh from ``prefill``; the result no longer holds its layers."""
@@ -283,9 +300,10 @@ class Sampler:
         stop_table, eos_ids = (jax.ShapeDtypeStruct(x.shape, jnp.int32, sharding=replicated)
                                for x in (self.matcher.transitions, np.array(self.matcher.eos_ids or (-1,))))
         rng = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
+        first_row = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
         values = jax.tree.map(lambda x: jax.ShapeDtypeStruct((), jnp.asarray(x).dtype, sharding=replicated), cfg)
         with _activation_context(mesh):
-            prefill = _prefill.lower(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng,
+            prefill = _prefill.lower(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng, first_row,
                                      cfg=values).compile()
         state = prefill.out_info
         layers, state = state.layers, dataclasses.replace(state, layers=())
@@ -297,9 +315,33 @@ class Sampler:
 
     def generate(self, graphdef: Any, params: Any, prompts: Sequence[Sequence[int]], cfg: SamplingConfig,
                  rng: Array) -> SampleResult:
-        """Samples up to ``cfg.max_new_tokens`` tokens after each prompt; see ``SampleResult``."""
-        state = self.decode(graphdef, params, self.prefill(graphdef, params, prompts, cfg, rng), cfg)
-        return self.finish(state, len(prompts))
+        """Samples up to ``cfg.max_new_tokens`` tokens after each prompt; see ``SampleResult``.
+
+        Within the KV budget (``kv_cache_tokens``) the prompts run in sub-batches of consecutive rows
+        (``sub_batch_rows``), all padded to the same prompt length; row i draws with the keys of row i of the whole
+        call, so the result is the one unsplit call's."""
+        _check_prompts(prompts)
+        prompt_length = self.buckets.prompt_length(max(len(p) for p in prompts))
+        rows = self.sub_batch_rows(len(prompts), prompt_length, cfg.max_new_tokens)
+        parts = []
+        for start in range(0, len(prompts), rows):
+            chunk = prompts[start:start + rows]
+            state = self.prefill(graphdef, params, chunk, cfg, rng, first_row=start, prompt_length=prompt_length)
+            parts.append(self.finish(self.decode(graphdef, params, state, cfg), len(chunk)))
+        return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+    def sub_batch_rows(self, num_rows: int, prompt_length: int, max_new_tokens: int) -> int:
+        """Prompts per sampling call so that the batch bucket × (P + N) cache slots stay within ``kv_cache_tokens``:
+        all ``num_rows`` when they fit (or without a budget), else the largest batch bucket that fits."""
+        slots = prompt_length + max_new_tokens
+        if not self.kv_cache_tokens or self.buckets.batch_size(num_rows) * slots <= self.kv_cache_tokens:
+            return num_rows
+        fitting = [b for b in self.buckets.batch_sizes if b * slots <= self.kv_cache_tokens]
+        if not fitting:
+            raise ValueError(f"generation.kv_cache_tokens={self.kv_cache_tokens} holds no row of {slots} cache slots "
+                             f"(prompt bucket {prompt_length} + {max_new_tokens} new tokens); raise it to at least "
+                             f"{self.buckets.batch_sizes[0] * slots}")
+        return fitting[-1]
 
     def finish(self, state: DecodeState, num_rows: int) -> SampleResult:
         """Fetches a finished state explicitly and applies the exact host-side stop-string cut."""
@@ -318,6 +360,14 @@ class Sampler:
         return SampleResult(tokens=np.where(mask, tokens, 0), logprobs=np.where(mask, logprobs, 0.0),
                             behavior_logprobs=np.where(mask, behavior, 0.0), mask=mask, lengths=lengths,
                             text=texts, finish_reason=reasons)
+
+
+def _concatenate(parts: Sequence[SampleResult]) -> SampleResult:
+    """The sub-batches' results as one, rows in order."""
+    arrays = {f: np.concatenate([getattr(r, f) for r in parts]) for f in
+              ("tokens", "logprobs", "behavior_logprobs", "mask", "lengths")}
+    return SampleResult(**arrays, text=[t for r in parts for t in r.text],
+                        finish_reason=[f for r in parts for f in r.finish_reason])
 
 
 @functools.lru_cache(maxsize=8)

@@ -24,10 +24,12 @@ from typing import Any, Callable, Protocol, Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 
 from skill1_jax.config import GenerationConfig
 from skill1_jax.model.tokenizer import encode_prompts, eos_token_ids
 from skill1_jax.sampling import Sampler, SamplingConfig
+from skill1_jax.sampling.layout import SamplingLayout
 
 STAGES = ("query", "rank", "action", "distill")
 STOP_STRINGS = {"query": ("</query>",), "rank": ("</rank>",), "action": ("</action>",), "distill": ()}
@@ -92,21 +94,35 @@ def overlong_prompts(gen: GenerationConfig, stage: str, requests: Sequence[Reque
 
 
 class ModelPolicy:
-    """Samples from ``params`` (set ``policy.params`` after each update; no copy is made).
+    """Samples from ``params`` on the sampling layout (``generation.sampling_layout``): setting ``policy.params``
+    (the trainer does after each update) places them there once; under ``"train"`` no copy is made.
 
     Args:
       graphdef: the model graph (``nnx.split``).
       params: the current params (nnx State), possibly sharded.
       tokenizer: the policy's tokenizer (byte-level BPE with ChatML tokens).
       vocab_size: the model's vocabulary size.
-      generation: per-stage limits and temperatures.
+      generation: per-stage limits and temperatures, sampling layout, KV budget.
     """
 
     def __init__(self, graphdef: Any, params: Any, tokenizer: Any, vocab_size: int, generation: GenerationConfig):
-        self.graphdef, self.params, self.tokenizer, self.generation = graphdef, params, tokenizer, generation
+        self.graphdef, self.tokenizer, self.generation = graphdef, tokenizer, generation
+        num_kv_heads = nnx.merge(graphdef, params).cfg.num_kv_heads
+        self.layout = SamplingLayout(generation.sampling_layout, num_kv_heads, generation.sampling_tensor_parallel)
+        self.params = params
         eos = eos_token_ids(tokenizer)
-        self.samplers = {stage: Sampler(vocab_size, tokenizer, stop_strings=STOP_STRINGS[stage], eos_ids=eos)
+        self.samplers = {stage: Sampler(vocab_size, tokenizer, stop_strings=STOP_STRINGS[stage], eos_ids=eos,
+                                        kv_cache_tokens=generation.kv_cache_tokens)
                          for stage in STAGES}
+
+    @property
+    def params(self) -> Any:
+        """The params the sampler reads, on the sampling layout."""
+        return self._params
+
+    @params.setter
+    def params(self, params: Any) -> None:
+        self._params = self.layout.place(self.graphdef, params)
 
     def sampling_config(self, stage: str, mode: str) -> SamplingConfig:
         g = self.generation

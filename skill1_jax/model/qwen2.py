@@ -198,6 +198,36 @@ def _cached_block(cfg: ModelConfig, x: Array, p: dict[str, Array], positions: Ar
     return _block_output(cfg, x, attn, p), k_cache, v_cache
 
 
+def _identity_rows(fn, *xs):
+    return fn(*xs)
+
+
+def _slot_attention(q: Array, k: Array, v: Array, valid: Array) -> Array:
+    """GQA of one query per row q [B,1,N,H] over that row's cache k/v [B,K,S,H] as stored (no transpose), valid
+    slots ``valid`` [B,S]; float32 softmax, masked slots filled as in ``attention.py``."""
+    b, _, n, h = q.shape
+    kh = k.shape[1]
+    q = q.reshape(b, kh, n // kh, h)
+    scores = jnp.einsum("bkgh,bksh->bkgs", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h)
+    scores = jnp.where(valid[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgs,bksh->bkgh", probs, v).reshape(b, 1, n, h)
+
+
+def _slot_block(cfg: ModelConfig, x: Array, p: dict[str, Array], index: Array, valid: Array, k_cache: Array,
+                v_cache: Array, rows, span: int) -> tuple[Array, Array, Array]:
+    """``_cached_block`` for one token per row [B,1,D], each row at its own cache slot ``index`` [B] (which is also
+    its position; past the cache drops the write), attending over its ``valid`` [B,S] slots among the first
+    ``span``. ``rows(fn, *xs)`` runs the per-row work (projections, attention, MLP)."""
+    q, k, v = rows(lambda x, pos: _attention_inputs(cfg, x, p, pos), x, index[:, None])
+    b = jnp.arange(x.shape[0])
+    k_cache = k_cache.at[b, :, index].set(k[:, 0].astype(k_cache.dtype), mode="drop")
+    v_cache = v_cache.at[b, :, index].set(v[:, 0].astype(v_cache.dtype), mode="drop")
+    attn = rows(_slot_attention, q, k_cache[:, :, :span].astype(x.dtype), v_cache[:, :, :span].astype(x.dtype),
+                valid[:, :span])
+    return rows(lambda x, a: _block_output(cfg, x, a, p), x, attn), k_cache, v_cache
+
+
 def _embed_lookup(table: Array, tokens: Array) -> Array:
     """Embedding rows [B, T, D] of ``tokens`` [B, T] from a table sharded over its D columns: the token ids are
     gathered over fsdp and each device looks up its own columns for every row (then rows are re-split), so neither
@@ -290,6 +320,28 @@ class Qwen2(nnx.Module):
             vs.append(v_cache)
         x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
         return x, KVCache(k=tuple(ks), v=tuple(vs), valid=valid, index=cache.index + t)
+
+    def slot_hidden_states(self, tokens: Array, index: Array, valid: Array, k: tuple[Array, ...],
+                           v: tuple[Array, ...], layers: tuple[dict[str, Array], ...], rows=_identity_rows,
+                           span: int | None = None) -> tuple[Array, tuple[Array, ...], tuple[Array, ...], Array]:
+        """One decode step of independent rows (a continuous-batching engine's slots): token ``tokens[b]`` is
+        written at slot ``index[b]`` of row b's cache (its position; ≥ S drops the write) and attends over the
+        row's valid slots ``valid`` [B, S] plus that one. ``k``/``v``: per-layer [B, K, S, H] caches; ``layers``
+        from ``layer_weights``; ``rows(fn, *xs)`` maps fn over row tiles of its [B, ...] inputs (default: all rows
+        at once); ``span``: attention reads only the first ``span`` slots (every valid one must lie there).
+        Returns final-norm hidden states [B, D], the updated caches and valid slots."""
+        cfg, dt = self.cfg, self.compute_dtype
+        x = self.embed[...][tokens[:, None]].astype(dt)
+        valid = valid.at[jnp.arange(tokens.shape[0]), index].set(True, mode="drop")
+        span = valid.shape[1] if span is None else span
+        ks, vs = [], []
+        for p, k_cache, v_cache in zip(layers, k, v):
+            # A row's slots fill in order, so every valid slot precedes the new one: no causal mask is needed.
+            x, k_cache, v_cache = _slot_block(cfg, x, p, index, valid, k_cache, v_cache, rows, span)
+            ks.append(k_cache)
+            vs.append(v_cache)
+        x = rows(lambda x: rms_norm(x[:, 0], self.final_norm[...], cfg.rms_norm_eps), x)
+        return x, tuple(ks), tuple(vs), valid
 
     def head_weight(self) -> Array:
         """The [D, V] output projection (the transposed embedding when tied)."""

@@ -240,6 +240,19 @@ def _draw(weights: Array, block_mass: Array, u: Array) -> Array:
     return (g * _BLOCK + i).astype(jnp.int32)
 
 
+def _greedy(logits: Array) -> tuple[Array, Array, Array]:
+    """The first maximum: the first block holding the row maximum, then its first entry there (a flat argmax over
+    V is ~4× slower on CPU). Log softmax at it is −log Σ exp(logits − max); the behaviour log-prob is 0."""
+    blocks = _blocks(logits)
+    block_max = jnp.max(blocks, axis=-1)
+    g = jnp.argmax(block_max, axis=-1)
+    inner = jnp.take_along_axis(blocks, g[:, None, None], axis=1)[:, 0]
+    tokens = (g * _BLOCK + jnp.argmax(inner, axis=-1)).astype(jnp.int32)
+    top = jnp.max(block_max, axis=-1, keepdims=True)
+    policy = -jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1))
+    return tokens, policy, jnp.zeros_like(policy)
+
+
 def sample_logits(logits: Array, rng: Array, rows: Array, step: Array, cfg: SamplingConfig,
                   active: Array | None = None) -> tuple[Array, Array, Array]:
     """Draws one token per row from logits [B, V] float32. Returns (tokens, policy log-probs, behaviour log-probs).
@@ -253,19 +266,19 @@ def sample_logits(logits: Array, rng: Array, rows: Array, step: Array, cfg: Samp
     are used; the others may be drawn from a looser truncation.
     """
     if cfg.program.greedy:
-        # The first maximum: the first block holding the row maximum, then its first entry there (a flat argmax
-        # over V is ~4× slower on CPU). Log softmax at it is −log Σ exp(logits − max).
-        blocks = _blocks(logits)
-        block_max = jnp.max(blocks, axis=-1)
-        g = jnp.argmax(block_max, axis=-1)
-        inner = jnp.take_along_axis(blocks, g[:, None, None], axis=1)[:, 0]
-        tokens = (g * _BLOCK + jnp.argmax(inner, axis=-1)).astype(jnp.int32)
-        top = jnp.max(block_max, axis=-1, keepdims=True)
-        policy = -jnp.log(jnp.sum(jnp.exp(logits - top), axis=-1))
-        return tokens, policy, jnp.zeros_like(policy)
+        return _greedy(logits)
+    keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), step))(rows)
+    return sample_logits_keyed(logits, keys, cfg, active)
+
+
+def sample_logits_keyed(logits: Array, keys: Array, cfg: SamplingConfig,
+                        active: Array | None = None) -> tuple[Array, Array, Array]:
+    """``sample_logits`` with row r's key ``keys[r]`` [B] given directly (the rollout engine derives it from the
+    request's identity and the token index, so a row's draw never depends on its slot)."""
+    if cfg.program.greedy:
+        return _greedy(logits)
     x, top, weights = _sampling_weights(logits, cfg, active)
     block_mass = jnp.sum(weights, axis=-1)
-    keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(rng, r), step))(rows)
     tokens = _draw(weights, block_mass, jax.vmap(jax.random.uniform)(keys))
     x_tok = jnp.take_along_axis(x.reshape(x.shape[0], -1), tokens[:, None], axis=-1)[:, 0]
     behavior = x_tok - top[:, 0] - jnp.log(jnp.sum(block_mass, axis=-1))

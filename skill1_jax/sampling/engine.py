@@ -1,0 +1,470 @@
+"""Continuous-batching rollout engine: a fixed set of KV slots, a request queue, refills at decode-window boundaries.
+
+Axis letters: S slots (rows of every decode step), C cache slots per row, N reply buffer width, P prompt bucket,
+R requests of one prefill call, V vocabulary, Q stop-automaton states, Z stop-string sets.
+
+The static sampler (``sampler.py``) pads a stage's prompts into one batch and decodes until its longest reply ends,
+so finished rows ride along and every play turn is a barrier. Here each of S slots holds one request at a time with
+its own length (its next cache write index, which is also the position of its next token):
+
+* ``submit`` queues requests. At a window boundary every free slot takes the next queued request: its prompt is
+  prefilled (right-padded to a bucket of ``EngineConfig.prompt_bucket`` tokens) and its keys and values are copied
+  into slots 0..len−1 of the row's cache, whose other slots become invalid; the first token is sampled there.
+* ``_decode`` runs one window of ``EngineConfig.window`` steps in a ``lax.while_loop`` (no Python between tokens):
+  every slot feeds its last token, writes its keys and values at its own index and attends over its valid slots.
+  A slot ends on EOS, a stop string (the automaton of ``stops.py``, one table per stop-string set) or its request's
+  token limit, and idles until the boundary.
+* After each window the host fetches the finished rows and hands them back at once (``completions`` yields them),
+  so a caller can queue a rollout's next turn while the other slots keep decoding.
+
+Shared prefixes: identical prompts queued together (the G query prompts of a task, their first play prompts) are
+prefilled once; the prefill result stays on device while a queued request still needs it, and each such request's
+slot gets a copy of its keys and values.
+
+Keys and determinism: a request carries its identity (e.g. step, rollout, stage, turn); its key is the engine key
+folded with each identity entry in turn, and token i is drawn with ``fold_in(request key, i)`` (identity ``(r,)``
+reproduces the static sampler's row-r stream). Nothing depends on the slot, the neighbours or the arrival order,
+and neither do the numerics: CPU matmul kernels (YNNPACK, Eigen) pick their blocking by the row count M, so a row's
+float32 sums change with M (on the 128-wide demo model, M = 2..32 differs from M = 1 and M ≥ 64 by ~1e-5). So a
+prefill runs one prompt per matmul (a loop over the call's requests, M = its own bucket), and decode steps run
+their projections and MLPs over fixed tiles of ``EngineConfig.row_tile`` slots (the slot count is rounded up to a
+multiple of it, at least two tiles): every row sees the same shapes whatever the slot count.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Any, Hashable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from skill1_jax.model.config import ModelConfig
+from skill1_jax.sampling.logits import SamplingConfig, sample_logits_keyed
+from skill1_jax.sampling.sampler import FINISH_REASONS
+from skill1_jax.sampling.stops import QWEN_EOS_IDS, StopMatcher
+
+Array = jax.Array
+
+_RUNNING, _EOS, _STOP, _LENGTH = (FINISH_REASONS.index(r) for r in ("none", "eos", "stop", "length"))
+# Entries of a request identity (step, rollout, stage, turn); shorter identities fold only their own entries.
+IDENTITY_WIDTH = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Shapes of the engine.
+
+    Attributes:
+      slots: requests decoded together (``rows`` are computed); ``from_kv_budget`` sizes it.
+      cache_length: C, KV slots per row: a request needs prompt + max_new_tokens − 1 of them.
+      window: decode steps between refills (shorter idles finished slots less, longer runs less host code).
+      row_tile: rows per projection / MLP matmul in a decode step (see the module docstring).
+      prompt_bucket: prompts are right-padded to a multiple of this (one prefill program per multiple used).
+      prefill_rows: prompts per prefill call at most.
+      span_bucket: a window attends over the first slots up to the longest row's end, rounded up to a multiple of
+        this (one decode program per multiple used), not over all C.
+    """
+
+    slots: int = 64
+    cache_length: int = 512
+    window: int = 8
+    row_tile: int = 8
+    prompt_bucket: int = 32
+    prefill_rows: int = 16
+    span_bucket: int = 64
+
+    def __post_init__(self):
+        for name in ("slots", "cache_length", "window", "row_tile", "prompt_bucket", "prefill_rows", "span_bucket"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def rows(self) -> int:
+        """Rows actually decoded: ``slots`` rounded up to a multiple of ``row_tile``, and at least two tiles (XLA
+        drops a loop of one trip and fuses its body with its neighbours, which changes a row's rounding)."""
+        return max(2, -(-self.slots // self.row_tile)) * self.row_tile
+
+    @classmethod
+    def from_kv_budget(cls, model: ModelConfig, budget_bytes: int, cache_length: int, **kwargs) -> "EngineConfig":
+        """As many slots as ``budget_bytes`` of keys and values hold at ``cache_length`` (a multiple of row_tile)."""
+        tile = kwargs.get("row_tile", cls.row_tile)
+        itemsize = jnp.dtype(model.compute_dtype).itemsize
+        per_slot = 2 * model.num_layers * model.num_kv_heads * model.head_dim * cache_length * itemsize
+        slots = budget_bytes // per_slot // tile * tile
+        if slots < 1:
+            raise ValueError(f"a KV budget of {budget_bytes} bytes holds no slot of {per_slot} bytes "
+                             f"(cache_length {cache_length}); raise the budget or shorten the cache")
+        return cls(slots=slots, cache_length=cache_length, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineRequest:
+    """One generation request.
+
+    Attributes:
+      prompt: token ids (non-empty).
+      identity: up to ``IDENTITY_WIDTH`` ints naming the request (e.g. step, rollout, stage, turn): its key.
+      max_new_tokens: its reply limit (at most the engine's ``SamplingConfig.max_new_tokens``).
+      stop_set: index of its stop strings among the engine's ``stop_sets``.
+      tag: anything; handed back with the completion.
+    """
+
+    prompt: tuple[int, ...]
+    identity: tuple[int, ...]
+    max_new_tokens: int
+    stop_set: int = 0
+    tag: Hashable = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """A finished request: ``tokens`` (stop string or EOS included), their policy and behaviour log-probs (as
+    ``SampleResult``'s), the decoded text and why it ended ("eos", "stop" or "length")."""
+
+    request: EngineRequest
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    behavior_logprobs: np.ndarray
+    text: str
+    finish_reason: str
+
+
+@dataclasses.dataclass
+class EngineStats:
+    """Work done, for throughput accounting: decode row-steps computed (slots × steps) and the tokens they made
+    (every token but each request's first, which its prefill samples); prompt tokens prefilled (padded) and
+    submitted."""
+
+    decode_row_steps: int = 0
+    decode_tokens: int = 0
+    prefill_computed: int = 0
+    prefill_requested: int = 0
+    windows: int = 0
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SlotState:
+    """Per-slot device state; arrays are [S] unless noted."""
+
+    k: tuple[Array, ...]  # per layer [S, K, C, H]
+    v: tuple[Array, ...]
+    valid: Array  # [S, C] bool
+    length: Array  # int32, filled cache slots = next write index = position of ``last``
+    last: Array  # int32, the latest token
+    keys: Array  # uint32 [S, 2], the request key's data
+    count: Array  # int32, tokens generated
+    limit: Array  # int32, the request's max_new_tokens
+    stop_set: Array  # int32
+    stop_state: Array  # int32
+    done: Array  # bool; free slots are done
+    finish: Array  # int32 finish code
+    tokens: Array  # [S, N] int32
+    logprobs: Array  # [S, N] float32
+    behavior_logprobs: Array  # [S, N] float32
+    steps: Array  # int32 scalar, decode steps run
+
+
+def _rows_in_tiles(tile: int):
+    """``rows(fn, *xs)``: fn over consecutive tiles of ``tile`` rows of its [B, ...] inputs (B a multiple)."""
+    def rows(fn, *xs):
+        b = xs[0].shape[0]
+        out = jax.lax.map(lambda t: fn(*t), tuple(x.reshape(b // tile, tile, *x.shape[1:]) for x in xs))
+        return jax.tree.map(lambda y: y.reshape(b, *y.shape[2:]), out)
+    return rows
+
+
+def _request_keys(base: Array, identity: Array, width: Array) -> Array:
+    """Key data [R, 2] of each request: ``base`` folded with identity[r, :width[r]] in order."""
+    def one(ident, n):
+        key = base
+        for j in range(IDENTITY_WIDTH):
+            key = jnp.where(j < n, jax.random.fold_in(key, ident[j]), key)
+        return jax.random.key_data(key)
+    return jax.vmap(one)(identity, width)
+
+
+def _token_keys(keys: Array, count: Array) -> Array:
+    """Typed keys [S]: token ``count[s]`` of the request whose key data is ``keys[s]``."""
+    return jax.vmap(lambda k, i: jax.random.fold_in(jax.random.wrap_key_data(k), i))(keys, count)
+
+
+def _step_outcome(tok: Array, stop_set: Array, stop_state: Array, count: Array, limit: Array, tables: Array,
+                  eos_ids: Array) -> tuple[Array, Array, Array]:
+    """(new stop state, done, finish code) of rows that just produced token number ``count`` + 1 (``tok``)."""
+    stop_state = tables[stop_set, stop_state, tok]
+    hit_eos = jnp.any(tok[:, None] == eos_ids[None, :], axis=-1)
+    hit_stop = ~hit_eos & (stop_state < 0)
+    at_limit = count + 1 >= limit
+    code = jnp.where(hit_eos, _EOS, jnp.where(hit_stop, _STOP, jnp.where(at_limit, _LENGTH, _RUNNING)))
+    return stop_state, hit_eos | hit_stop | at_limit, code
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _layer_weights(graphdef: Any, params: Any) -> tuple[dict[str, Array], ...]:
+    return nnx.merge(graphdef, params).layer_weights()
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefill(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], tokens: Array, lengths: Array,
+             count: Array) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
+    """Runs the first ``count`` of the right-padded prompts [R, P] one at a time (so each prompt's matmuls have
+    the same shape whatever its neighbours): per-layer keys/values [R, K, P, H] and last-token logits [R, V]."""
+    model = nnx.merge(graphdef, params)
+    r, p = tokens.shape
+    cache = model.init_cache(1, p)
+    zeros = (tuple(jnp.zeros((r,) + x.shape[1:], x.dtype) for x in cache.k),
+             tuple(jnp.zeros((r,) + x.shape[1:], x.dtype) for x in cache.v),
+             jnp.zeros((r, model.cfg.vocab_size), jnp.float32))
+
+    def body(i, out):
+        ks, vs, logits = out
+        row = jax.lax.dynamic_slice_in_dim(tokens, i, 1)
+        mask = jnp.arange(p)[None] < lengths[i]
+        hidden, filled = model.cached_hidden_states(row, jnp.arange(p)[None] * mask, mask, cache, layers)
+        last = jax.lax.dynamic_slice_in_dim(hidden, lengths[i] - 1, 1, axis=1)[:, 0]
+        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=i, axis=0)
+        return (tuple(put(a, b) for a, b in zip(ks, filled.k)), tuple(put(a, b) for a, b in zip(vs, filled.v)),
+                put(logits, model.logits(last)))
+
+    return jax.lax.fori_loop(0, count, body, zeros)
+
+
+# The slot state is donated: refills and windows update its caches in place.
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _insert(state: SlotState, k: tuple[Array, ...], v: tuple[Array, ...], logits: Array, source: Array,
+            slots: Array, identity: Array, width: Array, lengths: Array, limits: Array, stop_sets: Array,
+            base_key: Array, tables: Array, eos_ids: Array, cfg: SamplingConfig) -> SlotState:
+    """Starts requests in ``slots`` [S'] (index ≥ S: unused entry) from rows ``source`` of a prefill's keys/values
+    [R, K, P, H] and logits: copies the prompt's keys/values, sets its length, samples its first token."""
+    p = k[0].shape[2]
+    c = state.valid.shape[1]
+    keys = _request_keys(base_key, identity, width)
+    tok, policy, behavior = sample_logits_keyed(logits[source], _token_keys(keys, jnp.zeros_like(lengths)), cfg)
+    stop_state, done, code = _step_outcome(tok, stop_sets, jnp.zeros_like(tok), jnp.zeros_like(tok), limits, tables,
+                                           eos_ids)
+    n = state.tokens.shape[1]
+
+    def put(buf, value):
+        return buf.at[slots].set(value.astype(buf.dtype), mode="drop")
+
+    def first(value):  # a reply buffer row holding ``value`` at token 0
+        return jnp.zeros((slots.shape[0], n), value.dtype).at[:, 0].set(value)
+
+    def cache(buf, new):
+        return buf.at[slots, :, :p].set(new[source].astype(buf.dtype), mode="drop")
+
+    return SlotState(
+        k=tuple(map(cache, state.k, k)), v=tuple(map(cache, state.v, v)),
+        valid=put(state.valid, jnp.arange(c)[None] < lengths[:, None]), length=put(state.length, lengths),
+        last=put(state.last, tok), keys=put(state.keys, keys), count=put(state.count, jnp.ones_like(tok)),
+        limit=put(state.limit, limits), stop_set=put(state.stop_set, stop_sets),
+        stop_state=put(state.stop_state, stop_state), done=put(state.done, done), finish=put(state.finish, code),
+        tokens=put(state.tokens, first(tok)), logprobs=put(state.logprobs, first(policy)),
+        behavior_logprobs=put(state.behavior_logprobs, first(behavior)), steps=state.steps)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "window", "tile", "span"), donate_argnums=(3,))
+def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], state: SlotState, tables: Array,
+            eos_ids: Array, cfg: SamplingConfig, *, window: int, tile: int, span: int) -> SlotState:
+    """One decode window: up to ``window`` steps while any slot runs (see the module docstring); every slot the
+    window writes lies in the first ``span``."""
+    model = nnx.merge(graphdef, params)
+    rows = _rows_in_tiles(tile)
+    s, n = state.tokens.shape
+    every = jnp.arange(s)
+
+    def cond(carry):
+        i, st = carry
+        return (i < window) & ~jnp.all(st.done)
+
+    def body(carry):
+        i, st = carry
+        active = ~st.done
+        index = jnp.where(active, st.length, st.valid.shape[1])  # finished and free slots write nothing
+        hidden, k, v, valid = model.slot_hidden_states(st.last, index, st.valid, st.k, st.v, layers, rows, span)
+        logits = rows(model.logits, hidden)
+        tok, policy, behavior = sample_logits_keyed(logits, _token_keys(st.keys, st.count), cfg, active)
+        stop_state, done, code = _step_outcome(tok, st.stop_set, st.stop_state, st.count, st.limit, tables, eos_ids)
+        column = jnp.where(active, st.count, n)  # past the buffer: dropped
+
+        def write(buf, value):
+            return buf.at[every, column].set(value.astype(buf.dtype), mode="drop")
+
+        return i + 1, SlotState(
+            k=k, v=v, valid=valid, length=st.length + active, last=jnp.where(active, tok, st.last), keys=st.keys,
+            count=st.count + active, limit=st.limit, stop_set=st.stop_set,
+            stop_state=jnp.where(active, stop_state, st.stop_state), done=st.done | (active & done),
+            finish=jnp.where(active, code, st.finish), tokens=write(st.tokens, tok),
+            logprobs=write(st.logprobs, policy), behavior_logprobs=write(st.behavior_logprobs, behavior),
+            steps=st.steps + 1)
+
+    return jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))[1]
+
+
+class Engine:
+    """Continuous batching over one set of params (see the module docstring).
+
+    Args:
+      graphdef, params: the model (``nnx.split``); params stay fixed while the engine runs (on-policy collection).
+      sampling: temperature / top-p / top-k for every request; its ``max_new_tokens`` is the reply buffer width N.
+      rng: the engine key that request identities are folded into.
+      config: slots and shapes.
+      tokenizer: byte-level BPE tokenizer for stop strings and text; None gives no text and allows no stop strings.
+      stop_sets: stop-string sets a request picks from by ``EngineRequest.stop_set`` (default: one empty set).
+      eos_ids: ids that end every request.
+    """
+
+    def __init__(self, graphdef: Any, params: Any, sampling: SamplingConfig, rng: Array,
+                 config: EngineConfig = EngineConfig(), *, tokenizer: Any | None = None,
+                 stop_sets: Sequence[Sequence[str]] = ((),), eos_ids: Sequence[int] = QWEN_EOS_IDS):
+        model_cfg = nnx.merge(graphdef, params).cfg
+        self.graphdef, self.params, self.sampling, self.config = graphdef, params, sampling, config
+        self.matchers = [StopMatcher(tokenizer, stops, eos_ids, model_cfg.vocab_size) for stops in stop_sets]
+        q = max(m.transitions.shape[0] for m in self.matchers)
+        tables = np.stack([np.pad(m.transitions, ((0, q - m.transitions.shape[0]), (0, 0))) for m in self.matchers])
+        device = jax.tree.leaves(params)[0].sharding
+        self._tables, self._eos = jax.device_put((tables, np.array(tuple(eos_ids) or (-1,), np.int32)), device)
+        self._key = jax.device_put(rng, device)
+        self._cfg = jax.device_put(sampling, device)
+        self._layers = _layer_weights(graphdef, params)
+        s, c, n = config.rows, config.cache_length, sampling.max_new_tokens
+        cache = nnx.merge(graphdef, params).init_cache(s, c)
+        def zi():  # distinct buffers: the state is donated
+            return jnp.zeros((s,), jnp.int32)
+
+        self._state = SlotState(
+            k=cache.k, v=cache.v, valid=cache.valid, length=zi(), last=zi(), keys=jnp.zeros((s, 2), jnp.uint32),
+            count=zi(), limit=zi(), stop_set=zi(), stop_state=zi(), done=jnp.ones((s,), bool), finish=zi(),
+            tokens=jnp.zeros((s, n), jnp.int32), logprobs=jnp.zeros((s, n), jnp.float32),
+            behavior_logprobs=jnp.zeros((s, n), jnp.float32), steps=jnp.zeros((), jnp.int32))
+        self._queue: collections.deque[EngineRequest] = collections.deque()
+        self._slot_request: list[EngineRequest | None] = [None] * config.slots  # slots past ``slots`` stay free
+        self._length = [0] * config.slots  # filled cache slots per slot, as of the last boundary
+        self._waiting: collections.Counter = collections.Counter()  # queued requests per prompt
+        self._prefixes: dict[tuple[int, ...], tuple[Any, int]] = {}  # prompt -> (prefill result, row)
+        self.stats = EngineStats()
+
+    def submit(self, requests: Sequence[EngineRequest]) -> None:
+        """Queues requests (first in, first out)."""
+        c, n = self.config.cache_length, self.sampling.max_new_tokens
+        for r in requests:
+            if not r.prompt:
+                raise ValueError(f"request {r.identity} has an empty prompt; every prompt needs a token")
+            if not 1 <= r.max_new_tokens <= n:
+                raise ValueError(f"request {r.identity} asks for {r.max_new_tokens} tokens; the engine allows 1..{n}")
+            if len(r.prompt) + r.max_new_tokens - 1 > c:
+                raise ValueError(f"request {r.identity}: a prompt of {len(r.prompt)} tokens and {r.max_new_tokens} "
+                                 f"new ones exceed EngineConfig.cache_length={c}")
+            if len(r.identity) > IDENTITY_WIDTH or not 0 <= r.stop_set < len(self.matchers):
+                raise ValueError(f"request {r.identity}: identity has at most {IDENTITY_WIDTH} entries and stop_set "
+                                 f"is in 0..{len(self.matchers) - 1}")
+            self._queue.append(r)
+            self._waiting[tuple(r.prompt)] += 1
+            self.stats.prefill_requested += len(r.prompt)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or any(r is not None for r in self._slot_request)
+
+    def completions(self) -> Iterator[Completion]:
+        """Runs windows until the queue and the slots are empty, yielding each request as soon as a window in which
+        it finished ends. Requests submitted meanwhile (e.g. a rollout's next turn) join the queue."""
+        while self.busy:
+            self._refill()
+            cfg = self.config
+            end = max(n for n, r in zip(self._length, self._slot_request) if r is not None) + cfg.window
+            span = min(-(-end // cfg.span_bucket) * cfg.span_bucket, cfg.cache_length)
+            self._state = _decode(self.graphdef, self.params, self._layers, self._state, self._tables, self._eos,
+                                  self._cfg, window=cfg.window, tile=cfg.row_tile, span=span)
+            yield from self._harvest()
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[Completion]:
+        """Submits ``requests``, runs them and returns their completions in request order."""
+        self.submit(requests)
+        done = {id(c.request): c for c in self.completions()}
+        return [done[id(r)] for r in requests]
+
+    # ---- host side of a window boundary ---------------------------------------------------------------------
+
+    def _refill(self) -> None:
+        free = [i for i, r in enumerate(self._slot_request) if r is None]
+        taken = [self._queue.popleft() for _ in range(min(len(free), len(self._queue)))]
+        if not taken:
+            return
+        self._prefill_missing(taken)
+        groups: dict[int, tuple[Any, list[tuple[int, int, EngineRequest]]]] = {}
+        for slot, r in zip(free, taken):
+            prompt = tuple(r.prompt)
+            result, row = self._prefixes[prompt]
+            groups.setdefault(id(result), (result, []))[1].append((slot, row, r))
+            self._slot_request[slot], self._length[slot] = r, len(prompt)
+            self._waiting[prompt] -= 1
+            if not self._waiting[prompt]:  # no queued request needs this prefill any more
+                del self._waiting[prompt], self._prefixes[prompt]
+        for result, group in groups.values():
+            self._insert(result, group)
+
+    def _prefill_missing(self, taken: Sequence[EngineRequest]) -> None:
+        """Prefills the prompts of ``taken`` that no earlier prefill holds, once each, grouped by bucket."""
+        bucket = self.config.prompt_bucket
+        missing: dict[int, list[tuple[int, ...]]] = {}
+        for r in taken:
+            prompt = tuple(r.prompt)
+            if prompt not in self._prefixes and prompt not in missing.get(-(-len(prompt) // bucket) * bucket, ()):
+                missing.setdefault(-(-len(prompt) // bucket) * bucket, []).append(prompt)
+        rows = self.config.prefill_rows
+        for p, prompts in sorted(missing.items()):
+            for start in range(0, len(prompts), rows):
+                chunk = prompts[start:start + rows]
+                tokens = np.zeros((rows, p), np.int32)
+                lengths = np.ones((rows,), np.int32)
+                for i, prompt in enumerate(chunk):
+                    tokens[i, :len(prompt)] = prompt
+                    lengths[i] = len(prompt)
+                result = _prefill(self.graphdef, self.params, self._layers, *jax.device_put(
+                    (tokens, lengths, np.int32(len(chunk)))))
+                self.stats.prefill_computed += len(chunk) * p
+                for i, prompt in enumerate(chunk):
+                    self._prefixes[prompt] = (result, i)
+
+    def _insert(self, result: Any, group: Sequence[tuple[int, int, EngineRequest]]) -> None:
+        s = self.config.rows
+        source, slots = np.zeros((s,), np.int32), np.full((s,), s, np.int32)
+        identity, width = np.zeros((s, IDENTITY_WIDTH), np.int32), np.zeros((s,), np.int32)
+        lengths, limits, stop_sets = np.ones((s,), np.int32), np.ones((s,), np.int32), np.zeros((s,), np.int32)
+        for j, (slot, row, r) in enumerate(group):
+            source[j], slots[j], lengths[j], limits[j], stop_sets[j] = row, slot, len(r.prompt), r.max_new_tokens, \
+                r.stop_set
+            identity[j, :len(r.identity)], width[j] = r.identity, len(r.identity)
+        k, v, logits = result
+        self._state = _insert(self._state, k, v, logits, *jax.device_put(
+            (source, slots, identity, width, lengths, limits, stop_sets)), self._key, self._tables, self._eos,
+            self._cfg)
+
+    def _harvest(self) -> Iterator[Completion]:
+        st = self._state
+        done, count, finish, tokens, logprobs, behavior, steps = jax.device_get(
+            (st.done, st.count, st.finish, st.tokens, st.logprobs, st.behavior_logprobs, st.steps))
+        self.stats.windows += 1
+        self.stats.decode_row_steps = int(steps) * self.config.rows
+        for slot, r in enumerate(self._slot_request):
+            if r is None:
+                continue
+            self._length[slot] = len(r.prompt) + int(count[slot]) - 1
+            if not done[slot]:
+                continue
+            self._slot_request[slot] = None
+            n = int(count[slot])
+            self.stats.decode_tokens += n - 1
+            reason = FINISH_REASONS[finish[slot]]
+            row = self.matchers[r.stop_set].finalize(tokens[slot, :n])
+            if row.stopped:
+                n, reason = row.num_tokens, "stop"
+            yield Completion(request=r, tokens=tokens[slot, :n].copy(), logprobs=logprobs[slot, :n].copy(),
+                             behavior_logprobs=behavior[slot, :n].copy(), text=row.text, finish_reason=reason)

@@ -349,9 +349,10 @@ class Trainer:
         self.final_eval_tasks = eval_panel(config, self.env, final=True)
         self.tasks = TaskSampler(len(self.train_tasks), config.train.seed)
         self.learner = Learner(graphdef, params, config, mesh)
-        self._policy_params = None  # the learner params the model policy samples from (``_sync_policy``)
-        self.policy = policy or ModelPolicy(graphdef, self.learner.params, tokenizer, config.model.vocab_size,
-                                            config.generation)
+        # The learner params the model policy samples from (``_sync_policy``); its own copy is on the sampling layout.
+        self._policy_params = self.learner.params
+        self.policy = policy or ModelPolicy(graphdef, sampling_params(self.learner.params), tokenizer,
+                                            config.model.vocab_size, config.generation)
         self.pool = pool or make_pool(config)
         if spec.library and encoder is None:
             raise ValueError(f"variant {config.variant!r} retrieves skills: pass a sentence encoder")
@@ -375,8 +376,8 @@ class Trainer:
                               on_stage=on_stage)
 
     def _sync_policy(self) -> None:
-        """Points the model policy at the current params (with several processes: at a local copy, made once per
-        update)."""
+        """Points the model policy at the current params, once per update: it places them on its sampling layout
+        (with several processes from a local full copy)."""
         if isinstance(self.policy, ModelPolicy) and self._policy_params is not self.learner.params:
             self.policy.params = sampling_params(self.learner.params)
             self._policy_params = self.learner.params

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -55,11 +56,9 @@ class Target:
       topology: libtpu's topology name (TPU targets).
       chips: devices (JAX devices: a v5p chip is one device of two TensorCores).
       chip_gib: usable memory per chip.
-      sampling_layout: where the sampler's weights live during the rollout: ``"train"`` (the FSDP-sharded float32
-        train params themselves), ``"replicated"`` (a compute-dtype copy on every chip, rows split over chips) or
-        ``"tensor"`` (a compute-dtype copy split over ``tensor`` chips by heads / MLP width / vocabulary, rows split
-        over the rest).
-      tensor: tensor-parallel degree of the ``tensor`` layout (≤ the model's KV heads).
+      sampling_layout: ``generation.sampling_layout`` on this slice (``sampling.layout``): ``"tensor"`` (the paper
+        preset's: tensor parallelism over the KV heads' gcd with the chips, rows over the rest) where a full
+        bfloat16 copy does not fit beside the train state, ``"replicated"`` where it does.
       offload: resident arrays kept in host memory while a phase does not read them: ``"moments"`` (AdamW state),
         ``"reference"`` (π_ref).
     """
@@ -70,7 +69,6 @@ class Target:
     chips: int
     chip_gib: float
     sampling_layout: str
-    tensor: int = 1
     offload: tuple[str, ...] = ()
 
 
@@ -78,13 +76,13 @@ class Target:
 # GiB and v5p 95 GiB per chip (cloud.google.com/tpu/docs/v6e, /v5p) less the same 0.25 GiB reserve; H100 SXM 80 GB
 # = 74.5 GiB less 1 GiB for the CUDA context and cuDNN/cuBLAS workspaces.
 TARGETS = {
-    "v5e-16": Target("tpu", "TPU v5e", "v5e:4x4", 16, 15.75, "tensor", tensor=4),
-    "v6e-8": Target("tpu", "TPU v6e (Trillium)", "v6e:2x4", 8, 31.75, "tensor", tensor=4),
+    "v5e-16": Target("tpu", "TPU v5e", "v5e:4x4", 16, 15.75, "tensor"),
+    "v6e-8": Target("tpu", "TPU v6e (Trillium)", "v6e:2x4", 8, 31.75, "tensor"),
     "v5p-8": Target("tpu", "TPU v5p", "v5p:2x2x1", 4, 94.75, "replicated"),
     "h100-8": Target("cpu", "NVIDIA H100 SXM 80 GB", None, 8, 73.5, "replicated"),
-    "v5e-8": Target("tpu", "TPU v5e", "v5e:2x4", 8, 15.75, "tensor", tensor=4, offload=("moments", "reference")),
+    "v5e-8": Target("tpu", "TPU v5e", "v5e:2x4", 8, 15.75, "tensor", offload=("moments", "reference")),
 }
-SMOKE_TARGET = Target("cpu", "fake CPU devices (tiny model)", None, 8, 0.05, "tensor", tensor=2,
+SMOKE_TARGET = Target("cpu", "fake CPU devices (tiny model)", None, 8, 0.05, "tensor",
                       offload=("moments", "reference"))
 
 # Prompt bucket (sampler ladder) per stage at the paper's shapes. Query: the task text in the query template;
@@ -122,13 +120,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from skill1_jax.config import paper  # noqa: E402
 from skill1_jax.model.config import ModelConfig  # noqa: E402
-from skill1_jax.model.qwen2 import CACHE_AXES, abstract_model  # noqa: E402
-from skill1_jax.parallel.sharding import activation_sharding, logical_sharding, make_mesh, tree_shardings  # noqa: E402
+from skill1_jax.model.qwen2 import CACHE_AXES, abstract_model, compute_params  # noqa: E402
+from skill1_jax.parallel.sharding import (activation_sharding, logical_sharding, make_mesh, state_shardings,  # noqa: E402
+                                         tree_shardings)
 from skill1_jax.rl.batch import abstract_batch, batch_shardings  # noqa: E402
 from skill1_jax.rl.train_step import init_train_state, make_logprob_fn, make_train_step  # noqa: E402
 from skill1_jax.sampling.buckets import Buckets  # noqa: E402
 from skill1_jax.sampling.logits import SamplingConfig  # noqa: E402
 from skill1_jax.sampling.collectives import decode_collectives, model_weight_shapes  # noqa: E402
+from skill1_jax.sampling.layout import SamplingLayout  # noqa: E402
 from skill1_jax.sampling.sampler import Sampler, _decode  # noqa: E402
 
 GIB = 1024 ** 3
@@ -140,6 +140,7 @@ class Shapes:
 
     model: ModelConfig
     rl: object
+    generation: object
     stage_rows: dict
     stage_prompt: dict
     reply: int
@@ -157,7 +158,7 @@ def paper_shapes() -> Shapes:
     train_len = -(-(DISTILL_PROMPT_TOKENS + gen.max_distill_tokens) // bucket) * bucket
     # The blocked online-softmax attention (as benchmarks/memory_7b.py) and compute in bfloat16 on every target.
     model = dataclasses.replace(cfgs[0].model, attention="blocked", compute_dtype="bfloat16")
-    return Shapes(model, cfgs[0].rl, {s: rows for s in STAGE_PROMPTS}, dict(STAGE_PROMPTS), reply, train_len)
+    return Shapes(model, cfgs[0].rl, gen, {s: rows for s in STAGE_PROMPTS}, dict(STAGE_PROMPTS), reply, train_len)
 
 
 def smoke_shapes() -> Shapes:
@@ -165,7 +166,9 @@ def smoke_shapes() -> Shapes:
                         intermediate_size=128, compute_dtype="bfloat16", attention="blocked", attention_block=64)
     # float32 moments: the bfloat16 ones' stochastic rounding doubles this tiny update's compile time
     rl = paper().rl.replace(micro_batch_size=1, moment_dtype="float32", second_moment_dtype="float32")
-    return Shapes(model, rl, {"query": 16, "distill": 16}, {"query": 64, "distill": 128}, 64, 192)
+    # Two KV heads: tensor parallelism over 2 devices; a budget of 8 rows of 192 slots: two sub-batches of 8.
+    generation = dataclasses.replace(paper().generation, kv_cache_tokens=8 * 192)
+    return Shapes(model, rl, generation, {"query": 16, "distill": 16}, {"query": 64, "distill": 128}, 64, 192)
 
 
 # ---- abstract arrays ----------------------------------------------------------------------------------------
@@ -177,10 +180,6 @@ def _placed(tree, shardings, memory_kind: str | None = None):
             sh = sh.with_memory_kind(memory_kind)
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh)
     return jax.tree.map(one, tree, shardings)
-
-
-def _cast(tree, dtype):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), tree)
 
 
 def per_device_bytes(tree) -> int:
@@ -198,12 +197,6 @@ def _devices(target: Target) -> list:
         return jax.devices()[:target.chips]
     from jax.experimental import topologies
     return list(topologies.get_topology_desc(platform="tpu", topology_name=target.topology).devices)
-
-
-def sampling_mesh(target: Target, devices: list):
-    """The rollout's mesh over the same chips: rows over ``data``, weights over ``tensor`` (1 unless ``tensor``)."""
-    tensor = target.tensor if target.sampling_layout == "tensor" else 1
-    return make_mesh(data=len(devices) // tensor, fsdp=1, tensor=tensor, devices=devices)
 
 
 # ---- memory of a compiled program -----------------------------------------------------------------------------
@@ -248,7 +241,8 @@ def measure(name: str, target: Target, shapes: Shapes) -> dict:
     state_sh = tree_shardings(state, train_mesh)
     compute = jnp.dtype(mcfg.compute_dtype)
     ref_dtype = jnp.dtype(mcfg.param_dtype) if rl.reference_dtype == "param" else compute
-    ref = _cast(params, ref_dtype)
+    ref = params if rl.reference_dtype == "param" else jax.eval_shape(
+        lambda p: compute_params(graphdef, p, for_gradients=False), params)  # as the trainer's frozen copy
     ref_sh = tree_shardings(ref, train_mesh)
 
     def resident(phase: str):
@@ -262,15 +256,17 @@ def measure(name: str, target: Target, shapes: Shapes) -> dict:
         return placed_state, _placed(ref, ref_sh, host if ref_host else None)
 
     # --- rollout: the largest stage's prefill and last decode segment --------------------------------------
-    smesh = sampling_mesh(target, devices)
+    layout = SamplingLayout(target.sampling_layout, mcfg.num_kv_heads, shapes.generation.sampling_tensor_parallel,
+                            devices)
+    smesh = layout.mesh or train_mesh
     stage = max(shapes.stage_rows, key=lambda s: shapes.stage_rows[s] * (shapes.stage_prompt[s] + shapes.reply))
     rows, prompt, reply = shapes.stage_rows[stage], shapes.stage_prompt[stage], shapes.reply
     state_r, ref_r = resident("rollout")
     if target.sampling_layout == "train":
         sampler_params, sampler_bytes = None, 0
     else:
-        sp = _cast(params, compute)
-        sampler_params = _placed(sp, tree_shardings(sp, smesh))
+        sp = jax.eval_shape(functools.partial(compute_params, graphdef), params)  # as SamplingLayout.place
+        sampler_params = _placed(sp, state_shardings(sp, smesh))
         sampler_bytes = per_device_bytes(sampler_params)
     resident_bytes = {"train_state": per_device_bytes(_placed(state, state_sh)),
                       "reference": per_device_bytes(_placed(ref, ref_sh)), "sampler_weights": sampler_bytes}
@@ -278,26 +274,19 @@ def measure(name: str, target: Target, shapes: Shapes) -> dict:
     on_device = {ph: per_device_bytes(_device_only(resident(ph))) + (sampler_bytes if ph == "rollout" else 0)
                  for ph in ("rollout", "reference", "update")}
 
-    # KV budget: what the chip has left after the resident arrays and the sampler's per-layer weight copy (the
-    # prefill slices the stacked weights once per generation), for the input and output caches of a decode
-    # segment (not donated: the cache grows), with a 10 % margin for the segment's temporaries.
-    weights_bytes = sampler_bytes or per_device_bytes(_placed(_cast(params, compute), state_sh.params))
-    kv_per_slot = 2 * mcfg.num_layers * mcfg.num_kv_heads * mcfg.head_dim * compute.itemsize
-    kv_shards = target.tensor if target.sampling_layout == "tensor" else 1
-    data = smesh.shape["data"]
-    budget = 0.9 * (target.chip_gib * GIB - on_device["rollout"] - weights_bytes)
-    per_row = 2 * kv_per_slot * (prompt + reply) / kv_shards
-    fit_rows = max(0, int(budget // per_row)) * data
-    sub = min(rows, max(data, fit_rows // data * data))
-    sub_batches = -(-rows // sub)
-    sub = -(-rows // sub_batches)
-    sub = -(-sub // data) * data  # equal sub-batches, rows divisible over the data axis
-
+    # The stage runs in sub-batches within the preset's KV budget (generation.kv_cache_tokens), as the sampler does.
+    gen = shapes.generation
     buckets = Buckets()
+    sampler = Sampler(mcfg.vocab_size, buckets=buckets, kv_cache_tokens=gen.kv_cache_tokens)
+    sub = sampler.sub_batch_rows(rows, prompt, reply)
+    sub_batches = -(-rows // sub)
+    kv_per_slot = 2 * mcfg.num_layers * mcfg.num_kv_heads * mcfg.head_dim * compute.itemsize
+    kv_shards = smesh.shape["tensor"]
+    data = smesh.shape["data"]
+
     windows = buckets.decode_windows(prompt, reply)
     last, before = windows[-1], (windows[-2] if len(windows) > 1 else prompt)
     replicated = NamedSharding(smesh, P())
-    sampler = Sampler(mcfg.vocab_size, buckets=buckets)
     scfg = SamplingConfig(max_new_tokens=reply)
     weights = state_r.params if sampler_params is None else sampler_params
     # The prefill as the sampler compiles it (its decode segment is compiled below, with the resident arrays):
@@ -311,7 +300,8 @@ def measure(name: str, target: Target, shapes: Shapes) -> dict:
     prefill_mem["peak_gib"] = round(prefill_mem["peak_bytes"] / GIB, 3)
     phases = {"rollout": {"stage": stage, "rows": rows, "sub_batch_rows": sub, "sub_batches": sub_batches,
                           "prompt_bucket": prompt, "reply_limit": reply, "decode_window": [before, last],
-                          "kv_cache_gib": round(2 * kv_per_slot * last * sub / kv_shards / data / GIB, 3),
+                          "kv_cache_tokens": gen.kv_cache_tokens,
+                          "kv_cache_gib": round(kv_per_slot * last * sub / kv_shards / data / GIB, 3),
                           "prefill": prefill_mem}}
 
     # The last decode segment: the cache grown from the previous window to the last, every array of the decode

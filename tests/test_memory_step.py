@@ -42,8 +42,9 @@ def test_memory_step_phase_peaks_hold_each_resident_array_once(smoke):
     batch_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(batch)) // target["chips"]
     per_chip = target["resident_bytes_per_chip"]
     assert phases["update"]["argument_bytes"] == per_chip["train_state"] + per_chip["reference"] + batch_bytes
-    # A bfloat16 π_ref is half the float32 params it copies (float32 train state: params + two moments = 3×).
-    assert per_chip["reference"] * 6 == pytest.approx(per_chip["train_state"], rel=0.02)
+    # A bfloat16 π_ref is half the float32 params it copies (float32 train state: params + two moments = 3×); its
+    # norm weights stay float32.
+    assert per_chip["reference"] * 6 == pytest.approx(per_chip["train_state"], rel=0.05)
 
 
 def test_memory_step_tensor_layout_decodes_without_a_full_weight_copy(smoke):

@@ -15,8 +15,8 @@ Policies, each in one place:
   * **Mini-batches** (paper Appendix C: 256 samples): rows are shuffled with the step's seed and split into
     ``mini_batch_size`` chunks, one optimizer update each (one PPO epoch).
   * **Micro-batches grouped by length**: inside a mini-batch the rows are sorted by length and cut into
-    micro-batches of ``row_unit`` rows (micro-batch × data-parallel devices; the last one topped up with
-    all-padding rows), each padded only to its own length on the ladder ``length_bucket`` × (1, 1.5, 2, 3, 4, …).
+    micro-batches of ``row_unit`` rows (micro-batch × data-parallel devices; the first, shortest one topped up
+    with all-padding rows, which then cost the least), each padded only to its own length on the ladder ``length_bucket`` × (1, 1.5, 2, 3, 4, …).
     The gradient of a mini-batch does not depend on how its rows are grouped (``rl.train_step``: every micro-batch
     is normalised by the mini-batch's counts), but the cost does: a long re-rank or distill prompt no longer pads
     every action row to its length. A run compiles at most one update program per length bucket.
@@ -185,7 +185,8 @@ def mini_batches(rows: Sequence[Row], *, mini_batch_size: int, row_unit: int, le
         else:
             bins = first_fit_decreasing(chunk, bucket(max(r.length for r in chunk), length_bucket))
             sequences = sorted(bins, key=lambda rows: sum(r.length for r in rows))  # stable
-        parts = [sequences[m:m + row_unit] for m in range(0, len(sequences), row_unit)]
+        first = len(sequences) % row_unit or row_unit  # the one part that is topped up: the shortest
+        parts = [sequences[:first]] + [sequences[m:m + row_unit] for m in range(first, len(sequences), row_unit)]
         out.append([pack_sequences(part, row_unit, bucket(sum(r.length for r in part[-1]), length_bucket))
                     for part in parts])
     return out

@@ -40,13 +40,15 @@ def test_greedy_on_sharded_params_equals_single_device(prompts, single):
     np.testing.assert_allclose(sharded.logprobs, single.logprobs, atol=1e-4)
 
 
-def _placed(layout: str):
-    """(graphdef, params) of the tiny model on ``layout``; "train" is an 8-way FSDP training mesh."""
+def _placed(layout: str, abstract: bool = False):
+    """(graphdef, params) of the tiny model on ``layout`` (``abstract``: as shapes and shardings); "train" is an
+    8-way FSDP training mesh."""
     model = scaled_tiny_model()
     if layout == "train":
         shard_model(model, make_mesh(fsdp=8))
     graphdef, params = nnx.split(model)
-    return graphdef, SamplingLayout(layout, model.cfg.num_kv_heads).place(graphdef, params)
+    placement = SamplingLayout(layout, model.cfg.num_kv_heads)
+    return graphdef, (placement.abstract if abstract else placement.place)(graphdef, params)
 
 
 @pytest.mark.parametrize("layout", ["replicated", "tensor"])
@@ -77,7 +79,7 @@ TENSOR_LOOP = {"all-reduce": {"count": 8, "bytes": 5 * 512 + 8 + 264 + 1}, "all-
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_decode_collectives_match_the_hand_count_of_each_layout(layout):
-    graphdef, params = _placed(layout)
+    graphdef, params = _placed(layout, abstract=True)  # compiled without placing anything
     _, decode = Sampler(VOCAB, eos_ids=()).lower_decode(graphdef, params, batch=8, prompt_length=64,
                                                         cfg=SamplingConfig(8, temperature=0.0))
     report = decode_collectives(decode.as_text(), model_weight_shapes(scaled_tiny_model().cfg))

@@ -21,6 +21,7 @@ layout without a table of their own. ``SamplingLayout.place`` copies the params 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -78,3 +79,13 @@ class SamplingLayout:
         if key not in self._placers:  # one compiled reshard per params structure
             self._placers[key] = _placer(shardings)
         return self._placers[key](graphdef, params)
+
+    def abstract(self, graphdef: Any, params: Any) -> Any:
+        """What ``place`` would return, as ``jax.ShapeDtypeStruct`` leaves carrying their shardings: nothing is
+        allocated or moved (``params`` may be abstract too), e.g. for ``Sampler.lower_decode`` on a deviceless
+        topology."""
+        if self.mesh is None:
+            return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params)
+        shapes = jax.eval_shape(functools.partial(compute_params, graphdef), params)
+        return jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes,
+                            state_shardings(shapes, self.mesh))

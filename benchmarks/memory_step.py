@@ -129,7 +129,7 @@ from skill1_jax.sampling.buckets import Buckets  # noqa: E402
 from skill1_jax.sampling.logits import SamplingConfig  # noqa: E402
 from skill1_jax.sampling.collectives import decode_collectives, model_weight_shapes  # noqa: E402
 from skill1_jax.sampling.layout import SamplingLayout  # noqa: E402
-from skill1_jax.sampling.sampler import Sampler, _decode  # noqa: E402
+from skill1_jax.sampling.sampler import Sampler, _decode, _prefill  # noqa: E402
 
 GIB = 1024 ** 3
 
@@ -288,57 +288,60 @@ def measure(name: str, target: Target, shapes: Shapes) -> dict:
     last, before = windows[-1], (windows[-2] if len(windows) > 1 else prompt)
     replicated = NamedSharding(smesh, P())
     scfg = SamplingConfig(max_new_tokens=reply)
-    weights = state_r.params if sampler_params is None else sampler_params
-    # The prefill as the sampler compiles it (its decode segment is compiled below, with the resident arrays):
-    # its arguments hold the sampler's weights, so the rest of the rollout's resident arrays are added once.
-    t0 = time.perf_counter()
-    prefill_c, _ = sampler.lower_decode(graphdef, weights, batch=sub, prompt_length=prompt, cfg=scfg,
-                                        window=prompt + 1)
-    prefill_mem = _memory(prefill_c.memory_analysis(), t0)
-    prefill_mem["resident_added_bytes"] = on_device["rollout"] - per_device_bytes(weights)
-    prefill_mem["peak_bytes"] += prefill_mem["resident_added_bytes"]
-    prefill_mem["peak_gib"] = round(prefill_mem["peak_bytes"] / GIB, 3)
+    # The prefill (the sampler's own jitted function) with every resident array as an argument.
+    rows_sh = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated if not x.shape else
+                                             logical_sharding(("batch", "length")[:len(x.shape)], x.shape, smesh))
+    tokens, mask = (rows_sh(jax.ShapeDtypeStruct((sub, prompt), d)) for d in (jnp.int32, jnp.bool_))
+    done = rows_sh(jax.ShapeDtypeStruct((sub,), jnp.bool_))
+    stop, eos = (jax.ShapeDtypeStruct(x.shape, jnp.int32, sharding=replicated)
+                 for x in (sampler.matcher.transitions, np.array(sampler.matcher.eos_ids)))
+    rng = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
+    first_row = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+    values = jax.tree.map(lambda v: jax.ShapeDtypeStruct((), jnp.asarray(v).dtype, sharding=replicated), scfg)
+
+    def prefill_phase(st, rf, sp, tokens, mask, done, stop, eos, rng, first_row, values):
+        with activation_sharding(smesh):
+            return _prefill(graphdef, st.params if sp is None else sp, tokens, mask, done, stop, eos, rng, first_row,
+                            cfg=values)
+
+    prefill_args = (state_r, ref_r, sampler_params, tokens, mask, done, stop, eos, rng, first_row, values)
+    prefill_mem, prefill_c = program_memory(prefill_phase, *prefill_args)
     phases = {"rollout": {"stage": stage, "rows": rows, "sub_batch_rows": sub, "sub_batches": sub_batches,
                           "prompt_bucket": prompt, "reply_limit": reply, "decode_window": [before, last],
                           "kv_cache_tokens": gen.kv_cache_tokens,
                           "kv_cache_gib": round(kv_per_slot * last * sub / kv_shards / data / GIB, 3),
                           "prefill": prefill_mem}}
-
-    # The last decode segment: the cache grown from the previous window to the last, every array of the decode
-    # state on the sampling mesh (rows over its batch axes, scalars and the key replicated).
-    out = prefill_c.out_info
-    layers = out.layers
-    grown = lambda x: jax.ShapeDtypeStruct(x.shape[:2] + (before,) + x.shape[3:], x.dtype,
-                                           sharding=logical_sharding(CACHE_AXES, x.shape, smesh))
-    rows_sh = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated if not x.shape else
-                                             logical_sharding(("batch", "length")[:len(x.shape)], x.shape, smesh))
-    cache = dataclasses.replace(out.cache, k=tuple(map(grown, out.cache.k)), v=tuple(map(grown, out.cache.v)),
-                                valid=rows_sh(jax.ShapeDtypeStruct((sub, before), jnp.bool_)),
-                                index=rows_sh(out.cache.index))
-    rest = {f.name: jax.tree.map(rows_sh, getattr(out, f.name)) for f in dataclasses.fields(out)
-            if f.name not in ("cache", "layers")}
-    dstate = dataclasses.replace(out, cache=cache, layers=(), **rest)
-    stop, eos = (jax.ShapeDtypeStruct(x.shape, jnp.int32, sharding=replicated)
-                 for x in (sampler.matcher.transitions, np.array(sampler.matcher.eos_ids)))
-    values = jax.tree.map(lambda v: jax.ShapeDtypeStruct((), jnp.asarray(v).dtype, sharding=replicated), scfg)
-
-    def decode_phase(st, rf, sp, layers, dstate, stop, eos, values):
-        with activation_sharding(smesh):
-            return _decode(graphdef, st.params if sp is None else sp, layers, dstate, stop, eos, window=last,
-                           cfg=values)
-
-    decode_mem, decode_c = program_memory(decode_phase, state_r, ref_r, sampler_params, layers, dstate, stop, eos,
-                                          values)
-    phases["rollout"]["decode"] = decode_mem
     decode_layout = None
-    if decode_c is not None:
-        coll = decode_collectives(decode_c.as_text(), model_weight_shapes(mcfg))
-        decode_layout = {
-            "layout": target.sampling_layout, "mesh": dict(smesh.shape),
-            "per_decode_step_bytes_per_device": {k: coll["loop"][k]["bytes"] for k in ("all-gather", "all-reduce")},
-            "per_segment_bytes_per_device": {k: coll["outside"][k]["bytes"] for k in ("all-gather", "all-reduce")},
-            "full_weight_copy": coll["full_weight_copy"],
-            "full_weight_copies": len(coll["full_weight_copies"])}
+    if prefill_c is not None:  # a TPU refusal leaves no decode state to compile from
+        # The last decode segment: the cache grown from the previous window to the last, every array of the decode
+        # state on the sampling mesh (rows over its batch axes, scalars and the key replicated).
+        out = jax.eval_shape(prefill_phase, *prefill_args)
+        layers = _placed(out.layers, prefill_c.output_shardings.layers)
+        grown = lambda x: jax.ShapeDtypeStruct(x.shape[:2] + (before,) + x.shape[3:], x.dtype,
+                                               sharding=logical_sharding(CACHE_AXES, x.shape, smesh))
+        cache = dataclasses.replace(out.cache, k=tuple(map(grown, out.cache.k)), v=tuple(map(grown, out.cache.v)),
+                                    valid=rows_sh(jax.ShapeDtypeStruct((sub, before), jnp.bool_)),
+                                    index=rows_sh(out.cache.index))
+        rest = {f.name: jax.tree.map(rows_sh, getattr(out, f.name)) for f in dataclasses.fields(out)
+                if f.name not in ("cache", "layers")}
+        dstate = dataclasses.replace(out, cache=cache, layers=(), **rest)
+
+        def decode_phase(st, rf, sp, layers, dstate, stop, eos, values):
+            with activation_sharding(smesh):
+                return _decode(graphdef, st.params if sp is None else sp, layers, dstate, stop, eos, window=last,
+                               cfg=values)
+
+        decode_mem, decode_c = program_memory(decode_phase, state_r, ref_r, sampler_params, layers, dstate, stop, eos,
+                                              values)
+        phases["rollout"]["decode"] = decode_mem
+        if decode_c is not None:
+            coll = decode_collectives(decode_c.as_text(), model_weight_shapes(mcfg))
+            decode_layout = {
+                "layout": target.sampling_layout, "mesh": dict(smesh.shape),
+                "per_decode_step_bytes_per_device": {k: coll["loop"][k]["bytes"] for k in ("all-gather", "all-reduce")},
+                "per_segment_bytes_per_device": {k: coll["outside"][k]["bytes"] for k in ("all-gather", "all-reduce")},
+                "full_weight_copy": coll["full_weight_copy"],
+                "full_weight_copies": len(coll["full_weight_copies"])}
     parts = [p for p in (phases["rollout"]["prefill"], phases["rollout"].get("decode")) if p]
     phases["rollout"]["peak_gib"] = max(p["peak_gib"] for p in parts)
 
@@ -401,11 +404,6 @@ def main() -> None:
     if not FLAGS.smoke and os.path.exists(OUT):  # a subset run merges into the other targets' results
         with open(OUT) as f:
             result = json.load(f)
-    targets = result.setdefault("targets", {})
-    for name in SELECTED:
-        target = SMOKE_TARGET if name == "smoke" else TARGETS[name]
-        targets[name] = measure(name, target, shapes)
-        print(name, json.dumps(targets[name]), flush=True)
     result.update({
         "preset": "smoke (tiny Qwen2)" if FLAGS.smoke else f"paper ({FLAGS.env})",
         "model": dataclasses.asdict(shapes.model), "num_params": shapes.model.num_params(),
@@ -419,7 +417,11 @@ def main() -> None:
     result.setdefault("machines", {})["tpu" if TPU else "cpu"] = machine_info(
         backend="libtpu deviceless compile on this CPU" if TPU else "cpu (fake devices)",
         host="2-core x86 VM, no accelerator", date="2026-12-07")
-    write_result(OUT, result)
+    targets = result.setdefault("targets", {})
+    for name in SELECTED:  # written after each target: a 7B target compiles for many minutes
+        target = SMOKE_TARGET if name == "smoke" else TARGETS[name]
+        targets[name] = measure(name, target, shapes)
+        write_result(OUT, result)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class ModelPolicy:
 
     @params.setter
     def params(self, params: Any) -> None:
+        self._params = None  # the previous copy is freed before the new one is made, not after
         self._params = self.layout.place(self.graphdef, params)
 
     def sampling_config(self, stage: str, mode: str) -> SamplingConfig:

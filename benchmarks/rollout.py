@@ -58,7 +58,10 @@ def vllm_worker(spec_path: str) -> None:
 
     spec = json.load(open(spec_path))
     start = time.perf_counter()
-    llm = LLM(model=spec["model_dir"], dtype="float32", seed=0, max_model_len=spec["max_model_len"])
+    # On CPU, gpu_memory_utilization is the share of the machine's RAM vLLM reserves (default 0.92): on a shared
+    # machine that much is never free and the engine refuses to start; the tiny model's KV cache needs little.
+    llm = LLM(model=spec["model_dir"], dtype="float32", seed=0, max_model_len=spec["max_model_len"],
+              gpu_memory_utilization=0.2)
     startup = time.perf_counter() - start
     prompts = [TokensPrompt(prompt_token_ids=p) for p in spec["prompts"]]
     params = [SamplingParams(temperature=1.0, max_tokens=n, stop_token_ids=spec["eos"], logprobs=0)
@@ -243,14 +246,15 @@ def main() -> None:
     result["prefill_computed_over_requested"] = result["engine"]["prefill_computed_over_requested"]
 
     if not args.no_vllm:
-        result["vllm"] = run_vllm(model, save_hf_checkpoint, demo, submitted, eos, v, result["engine"]["tokens_per_s"])
+        result["vllm"] = run_vllm(model, save_hf_checkpoint, demo, submitted, eos, v)
         if "tokens_per_s" in result["vllm"]:
-            result["vs_vllm_tokens_per_s_ratio"] = round(result["engine"]["tokens_per_s"]
+            # vLLM's time excludes its start-up and warm-up, so the engine's excludes its compiles
+            result["vs_vllm_tokens_per_s_ratio"] = round(result["engine"]["tokens_per_s_without_compile"]
                                                          / result["vllm"]["tokens_per_s"], 3)
     write_result(args.out, result)
 
 
-def run_vllm(model, save_hf_checkpoint, demo: str, requests, eos, vocab: int, engine_tokens_per_s: float) -> dict:
+def run_vllm(model, save_hf_checkpoint, demo: str, requests, eos, vocab: int) -> dict:
     """The engine's requests through vLLM in its own venv; a dict saying why when it cannot run."""
     if not os.path.exists(VLLM_PYTHON):
         return {"error": f"{VLLM_PYTHON} does not exist (see the module docstring for the install)"}
@@ -263,11 +267,15 @@ def run_vllm(model, save_hf_checkpoint, demo: str, requests, eos, vocab: int, en
         json.dump({"model_dir": model_dir, "prompts": [list(r.prompt) for r in requests], "eos": list(eos),
                    "limits": [r.max_new_tokens for r in requests], "vocab": vocab,
                    "max_model_len": max(len(r.prompt) + r.max_new_tokens for r in requests)}, open(spec, "w"))
-        proc = subprocess.run([VLLM_PYTHON, os.path.abspath(__file__), "--vllm-worker", spec], capture_output=True,
-                              text=True, timeout=1800)
+        try:
+            proc = subprocess.run([VLLM_PYTHON, os.path.abspath(__file__), "--vllm-worker", spec],
+                                  capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            return {"error": "vLLM did not finish within 900 s"}
         if proc.returncode or not os.path.exists(spec + ".out"):
-            return {"error": f"vLLM exited with {proc.returncode}: " + proc.stderr.strip().splitlines()[-1][:400]
-                    if proc.stderr.strip() else f"vLLM exited with {proc.returncode}"}
+            # the root cause, not the engine's closing "initialization failed"
+            causes = [line for line in proc.stderr.splitlines() if "Error:" in line and "Engine core" not in line]
+            return {"error": f"vLLM exited with {proc.returncode}: " + (causes or ["(no error line)"])[-1][-600:]}
         out = json.load(open(spec + ".out"))
     out["tokens_per_s"] = round(out["tokens"] / out["seconds"], 1)
     return out

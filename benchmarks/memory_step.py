@@ -417,10 +417,18 @@ def main() -> None:
     result.setdefault("machines", {})["tpu" if TPU else "cpu"] = machine_info(
         backend="libtpu deviceless compile on this CPU" if TPU else "cpu (fake devices)",
         host="2-core x86 VM, no accelerator", date="2026-12-07")
-    targets = result.setdefault("targets", {})
+    mine = {}
     for name in SELECTED:  # written after each target: a 7B target compiles for many minutes
         target = SMOKE_TARGET if name == "smoke" else TARGETS[name]
-        targets[name] = measure(name, target, shapes)
+        mine[name] = measure(name, target, shapes)
+        if not FLAGS.smoke and os.path.exists(OUT):  # another run (CPU or TPU) may have written targets meanwhile
+            with open(OUT) as f:
+                saved = json.load(f)
+            result["targets"] = saved.get("targets", {})
+            result["machines"] = {**saved.get("machines", {}), **result["machines"]}
+        result["targets"] = {**result.get("targets", {}), **mine}
+        if not FLAGS.smoke:
+            result["not_compiled"] = [n for n in TARGETS if n not in result["targets"]]
         write_result(OUT, result)
 
 

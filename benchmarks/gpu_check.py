@@ -210,8 +210,10 @@ def phase_peak(phase: str) -> dict:
         ma = c.memory_analysis()
         estimates.append(ma.argument_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
                          + ma.temp_size_in_bytes + resident - args_resident)
-    run()
-    stats = jax.devices()[0].memory_stats()  # None on the CPU
+    stats = jax.devices()[0].memory_stats()  # None on the CPU: nothing to measure, so nothing is run
+    if stats is not None:
+        run()
+        stats = jax.devices()[0].memory_stats()
     return {"phase": phase, "estimate_gib": round(max(estimates) / GIB, 3),
             "measured_peak_gib": round(stats["peak_bytes_in_use"] / GIB, 3) if stats else None,
             "resident_gib": round(resident / GIB, 3)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from skill1_jax.rl.batch import Segment, TrainBatch
+from skill1_jax.rl.rows import Row
 
 KINDS = (Segment.QUERY, Segment.RANK, Segment.ACTION, Segment.DISTILL)
 
@@ -42,3 +43,16 @@ def synthetic_batch(seed: int, rows: int, seq_len: int, vocab_size: int, group_s
                       row_id=attention_mask.astype(np.int32), loss_mask=loss_mask, segment=segment, old_logp=old_logp,
                       ref_logp=ref_logp, advantage=on_tokens(advantage),
                       group_id=on_tokens((np.arange(rows) // group_size).astype(np.int32)))
+
+
+def ragged_rows(seed: int, n: int, vocab_size: int) -> list[Row]:
+    """``n`` training rows of very different lengths (prompts of 2-39 tokens, replies of 1-8, as a re-rank or distill
+    prompt is several times an action's), kinds cycling query / rank / action / distill, four rows per group."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        p, r = int(rng.integers(2, 40)), int(rng.integers(1, 9))
+        rows.append(Row(prompt_ids=rng.integers(3, vocab_size, p), response_ids=rng.integers(3, vocab_size, r),
+                        logprobs=-rng.uniform(0.1, 3.0, r).astype(np.float32), kind=KINDS[i % 4],
+                        advantage=float(rng.normal()), group=i // 4))
+    return rows

@@ -13,13 +13,14 @@ from skill1_jax import config as C
 from skill1_jax.model import attention as A
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.model.qwen2 import Qwen2
-from skill1_jax.rl.batch import Segment
 from skill1_jax.rl.config import RLConfig
 from skill1_jax.rl.logprobs import token_logprobs
 from skill1_jax.rl.loss import make_loss_fn
-from skill1_jax.rl.rows import Row, first_fit_decreasing, layout_stats, mini_batches, pack_rows, pack_sequences
+from skill1_jax.rl.rows import first_fit_decreasing, layout_stats, mini_batches, pack_rows, pack_sequences
 from skill1_jax.rl.train_step import make_logprob_fn
 from skill1_jax.train.trainer import Learner
+
+from synthetic import ragged_rows
 
 VOCAB, ROWS, SEQ = 512, 16, 48  # as tests/test_rl_train_step.py's ragged rows (prompts < 40, replies < 9 tokens)
 CFG = RLConfig(learning_rate=1e-3, micro_batch_size=4, logprob_chunk=8)
@@ -32,16 +33,7 @@ def _model(attention="dense"):
 
 
 def _rows(seed, n=ROWS):
-    """Rows of very different lengths and every kind, with a π_ref log-prob a fixed function of π_old's."""
-    rng = np.random.default_rng(seed)
-    kinds = [Segment.QUERY, Segment.RANK, Segment.ACTION, Segment.DISTILL]
-    rows = []
-    for i in range(n):
-        p, r = int(rng.integers(2, 40)), int(rng.integers(1, 9))
-        rows.append(Row(prompt_ids=rng.integers(3, VOCAB, p), response_ids=rng.integers(3, VOCAB, r),
-                        logprobs=-rng.uniform(0.1, 3.0, r).astype(np.float32), kind=kinds[i % 4],
-                        advantage=float(rng.normal()), group=i // 4))
-    return rows
+    return ragged_rows(seed, n, VOCAB)
 
 
 def _with_ref(batch):

@@ -11,7 +11,7 @@ from flax import nnx
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.model.qwen2 import Qwen2
 from skill1_jax.rl.config import RLConfig
-from synthetic import synthetic_batch
+from synthetic import ragged_rows, synthetic_batch
 from skill1_jax.rl.train_step import init_train_state, make_logprob_fn, make_train_step
 
 VOCAB, ROWS, SEQ = 512, 16, 16
@@ -112,26 +112,11 @@ def test_bf16_compute_reference_logprobs_track_float32_with_float32_masters(tiny
     assert 0 < diff.max() < 0.1
 
 
-def _ragged_rows(seed, n):
-    """Rows of very different lengths (a re-rank or distill prompt is several times an action's)."""
-    from skill1_jax.rl.batch import Segment
-    from skill1_jax.rl.rows import Row
-    rng = np.random.default_rng(seed)
-    kinds = [Segment.QUERY, Segment.RANK, Segment.ACTION, Segment.DISTILL]
-    rows = []
-    for i in range(n):
-        p, r = int(rng.integers(2, 40)), int(rng.integers(1, 9))
-        rows.append(Row(prompt_ids=rng.integers(3, VOCAB, p), response_ids=rng.integers(3, VOCAB, r),
-                        logprobs=-rng.uniform(0.1, 3.0, r).astype(np.float32), kind=kinds[i % 4],
-                        advantage=float(rng.normal()), group=i // 4))
-    return rows
-
-
 def test_ragged_update_over_length_grouped_micro_batches_equals_one_padded_mini_batch(tiny):
     from skill1_jax.rl.rows import mini_batches, pack_rows
     from skill1_jax.rl.train_step import make_ragged_update
     graphdef, params = tiny
-    steps = [_ragged_rows(s, ROWS) for s in (1, 2)]
+    steps = [ragged_rows(s, ROWS, VOCAB) for s in (1, 2)]
     padded_step = make_train_step(graphdef, CFG, init_train_state(params, CFG))
     ragged_update = make_ragged_update(graphdef, CFG, init_train_state(params, CFG))
     padded, ragged = init_train_state(_copy(params), CFG), init_train_state(_copy(params), CFG)
@@ -156,7 +141,7 @@ def test_sharded_ragged_update_equals_single_device_ragged_update(tiny):
     from skill1_jax.rl.rows import mini_batches
     from skill1_jax.rl.train_step import make_ragged_update, train_state_shardings
     graphdef, params = tiny
-    rows = _ragged_rows(3, ROWS)
+    rows = ragged_rows(3, ROWS, VOCAB)
     cfg = CFG.replace(micro_batch_size=2)
     mesh = make_mesh(data=2, fsdp=2, tensor=2)  # batch split over data × fsdp = 4 devices: 8-row micro-batches
     [micro] = mini_batches(rows, mini_batch_size=ROWS, row_unit=8, length_bucket=8, seed=0)
@@ -181,7 +166,7 @@ def test_learner_with_zero_kl_skips_the_reference_and_updates_as_if_it_had_score
     learner = Learner(graphdef, _copy(params), C.cpu_tiny().replace(rl=CFG.replace(kl_coef=0.0)))
     cfg = learner.rl  # cpu_tiny's: also scores at its rollout temperature, 0.7
     assert learner.ref_params is None and learner.ref_logprobs is None  # no second copy of the model
-    [micro] = mini_batches(_ragged_rows(4, ROWS), mini_batch_size=ROWS, row_unit=4, length_bucket=8, seed=0)
+    [micro] = mini_batches(ragged_rows(4, ROWS, VOCAB), mini_batch_size=ROWS, row_unit=4, length_bucket=8, seed=0)
     metrics = learner.update([micro], {})
     assert "kl/ref" not in metrics and metrics["loss"] != 0.0
     # The same update with π_ref really scored: β = 0 makes the KL term's input irrelevant.

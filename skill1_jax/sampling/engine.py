@@ -45,12 +45,11 @@ from flax import nnx
 
 from skill1_jax.model.config import ModelConfig
 from skill1_jax.sampling.logits import SamplingConfig, sample_logits_keyed
-from skill1_jax.sampling.sampler import FINISH_REASONS
+from skill1_jax.sampling.sampler import FINISH_REASONS, finish_code
 from skill1_jax.sampling.stops import QWEN_EOS_IDS, StopMatcher
 
 Array = jax.Array
 
-_RUNNING, _EOS, _STOP, _LENGTH = (FINISH_REASONS.index(r) for r in ("none", "eos", "stop", "length"))
 # Entries of a request identity (step, rollout, stage, turn); shorter identities fold only their own entries.
 IDENTITY_WIDTH = 4
 
@@ -198,11 +197,7 @@ def _step_outcome(tok: Array, stop_set: Array, stop_state: Array, count: Array, 
                   eos_ids: Array) -> tuple[Array, Array, Array]:
     """(new stop state, done, finish code) of rows that just produced token number ``count`` + 1 (``tok``)."""
     stop_state = tables[stop_set, stop_state, tok]
-    hit_eos = jnp.any(tok[:, None] == eos_ids[None, :], axis=-1)
-    hit_stop = ~hit_eos & (stop_state < 0)
-    at_limit = count + 1 >= limit
-    code = jnp.where(hit_eos, _EOS, jnp.where(hit_stop, _STOP, jnp.where(at_limit, _LENGTH, _RUNNING)))
-    return stop_state, hit_eos | hit_stop | at_limit, code
+    return (stop_state, *finish_code(tok, stop_state, count + 1, limit, eos_ids))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

@@ -109,6 +109,17 @@ def _constrain_cache(cache: KVCache) -> KVCache:
                                v=tuple(constrain(v, CACHE_AXES) for v in cache.v))
 
 
+def finish_code(tok: Array, stop_state: Array, produced: Array, limit: Array, eos_ids: Array) -> tuple[Array, Array]:
+    """(ended, finish code) of rows whose latest token is ``tok``, with their stop automaton now in ``stop_state``
+    (< 0: a stop string completed) and ``produced`` tokens generated of at most ``limit``: EOS first, then the stop
+    string, then the limit. Shared by the static sampler and the rollout engine."""
+    hit_eos = jnp.any(tok[:, None] == eos_ids[None, :], axis=-1)
+    hit_stop = ~hit_eos & (stop_state < 0)
+    at_limit = produced >= limit
+    code = jnp.where(hit_eos, _EOS, jnp.where(hit_stop, _STOP, jnp.where(at_limit, _LENGTH, _RUNNING)))
+    return hit_eos | hit_stop | at_limit, code
+
+
 def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Array, cfg: SamplingConfig) -> DecodeState:
     """Samples the next token of every row from ``logits`` [B, V] and records it at ``state.step``."""
     active = ~state.done
@@ -121,16 +132,13 @@ def _advance(state: DecodeState, logits: Array, stop_table: Array, eos_ids: Arra
                                             (0, state.step))
 
     stop_state = jnp.where(active, stop_table[state.stop_state, tok], state.stop_state)
-    hit_eos = active & jnp.any(tok[:, None] == eos_ids[None, :], axis=-1)
-    hit_stop = active & ~hit_eos & (stop_state < 0)
-    at_limit = active & (state.step + 1 >= cfg.max_new_tokens)
-    code = jnp.where(hit_eos, _EOS, jnp.where(hit_stop, _STOP, jnp.where(at_limit, _LENGTH, _RUNNING)))
+    ended, code = finish_code(tok, stop_state, state.step + 1, cfg.max_new_tokens, eos_ids)
     return dataclasses.replace(
         state,
         tokens=write(state.tokens, tok), logprobs=write(state.logprobs, policy),
         behavior_logprobs=write(state.behavior_logprobs, behavior),
         last=tok, positions=state.positions + 1, stop_state=stop_state,
-        done=state.done | hit_eos | hit_stop | at_limit,
+        done=state.done | (active & ended),
         finish=jnp.where(active, code, state.finish), lengths=state.lengths + active.astype(jnp.int32),
         step=state.step + 1)
 

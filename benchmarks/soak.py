@@ -71,7 +71,7 @@ def overrides(steps: int, seed: int) -> list[str]:
 def coached_policy(cfg, graphdef, params, tokenizer):
     """The model's replies, except slot 0 of each group in training: the expert's next command and a lesson."""
     from skill1_jax.envs import base
-    from skill1_jax.train.policy import ModelPolicy, ScriptedPolicy
+    from skill1_jax.train.policy import Generation, ModelPolicy, ScriptedPolicy
 
     env = base.make_env(cfg.env.name, **cfg.env.kwargs)
     tasks = {t.task_id: t for t in env.tasks(cfg.env.train_split)}
@@ -94,18 +94,33 @@ def coached_policy(cfg, graphdef, params, tokenizer):
         lesson = {"action_lesson": ", then ".join(walk), "description_head": request.task}
         return "```json\n" + json.dumps(lesson) + "\n```"
 
+    class CoachedGeneration(Generation):
+        """Training plays and distillations of each group's first rollout come from the expert script; the rest,
+        and every evaluation, from the model."""
+
+        def __init__(self, model, scripted, mode):
+            self.model, self.scripted, self.mode = model, scripted, mode
+
+        def submit(self, stage, requests):
+            coached = [self.mode == "train" and stage in ("action", "distill")
+                       and r.rollout % cfg.train.group_size == 0 for r in requests]
+            self.scripted.submit(stage, [r for r, c in zip(requests, coached) if c])
+            self.model.submit(stage, [r for r, c in zip(requests, coached) if not c])
+
+        @property
+        def busy(self):
+            return self.model.busy or self.scripted.busy
+
+        def step(self):
+            return self.scripted.step() if self.scripted.busy else self.model.step()
+
     class Coached(ModelPolicy):
         def __init__(self):
             super().__init__(graphdef, params, tokenizer, cfg.model.vocab_size, cfg.generation)
             self.scripted = ScriptedPolicy(script, tokenizer, cfg.generation)
 
-        def generate(self, stage, requests, mode, rng):
-            replies = super().generate(stage, requests, mode, rng)  # all rows sampled: same shapes as `model`
-            if mode == "train" and stage in ("action", "distill"):
-                for i, r in enumerate(requests):
-                    if r.rollout % cfg.train.group_size == 0:
-                        replies[i] = self.scripted.generate(stage, [r], mode, rng)[0]
-            return replies
+        def open(self, mode, rng, rollouts):
+            return CoachedGeneration(super().open(mode, rng, rollouts), self.scripted.open(mode, rng, rollouts), mode)
 
     return Coached()
 

@@ -22,17 +22,20 @@ def _model():
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_engine_replies_are_identical_for_1_3_16_slots_and_shuffled_arrival(temperature):
+def test_engine_replies_are_identical_for_1_3_16_slots_shuffled_arrival_and_a_growing_cache(temperature):
     graphdef, params = nnx.split(_model())
     requests = [EngineRequest(tuple(p), (7, r, 2, 0), n) for r, (p, n) in enumerate(zip(PROMPTS, LIMITS))]
     runs = []
-    for slots, order in ((1, range(7)), (3, [6, 2, 0, 5, 1, 4, 3]), (16, [3, 4, 1, 5, 0, 2, 6])):
-        # row_tile 4: 1 and 3 slots decode 8 rows, 16 slots 16 rows, so the step shapes differ too
-        config = EngineConfig(slots=slots, cache_length=96, window=3, row_tile=4, prompt_bucket=96, span_bucket=96)
+    for slots, order, cache in ((1, range(7), 96), (3, [6, 2, 0, 5, 1, 4, 3], 96), (16, [3, 4, 1, 5, 0, 2, 6], 96),
+                                (3, [5, 1, 0, 2, 6, 3, 4], 10)):
+        # row_tile 4: 1 and 3 slots decode 8 rows, 16 slots 16 rows, so the step shapes differ too; a 10-slot cache
+        # must grow (doubling) to hold the 96-token prompt bucket
+        config = EngineConfig(slots=slots, cache_length=cache, window=3, row_tile=4, prompt_bucket=96, span_bucket=96)
         engine = Engine(graphdef, params, SamplingConfig(max_new_tokens=8, temperature=temperature),
                         jax.random.key(3), config, eos_ids=EOS)
         done = {c.request.identity: c for c in engine.generate([requests[i] for i in order])}
         runs.append([done[r.identity] for r in requests])
+        assert engine.cache_length == (96 if cache == 96 else 160)
         # identical prompts were prefilled once: 5 distinct prompts, one bucket of 96 tokens
         assert engine.stats.prefill_computed == 5 * 96 and engine.stats.prefill_requested == sum(map(len, PROMPTS))
     reasons = {c.finish_reason for c in runs[0]}

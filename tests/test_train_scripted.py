@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -15,7 +16,8 @@ from skill1_jax import config as C
 from skill1_jax.model.qwen2 import Qwen2
 from skill1_jax.rl.batch import Segment
 from skill1_jax.train import run
-from skill1_jax.train.policy import ScriptedPolicy
+from skill1_jax.train.policy import Generation, ScriptedPolicy
+from skill1_jax.train.rollout import collect
 from skill1_jax.train.trainer import Trainer, training_rows
 
 from train_helpers import TEST_MODEL, ConstantEncoder, HouseholdScript, Recorder, expert_actions
@@ -263,3 +265,50 @@ def test_evaluation_injects_all_k_and_never_writes_the_library(scripted_run, tok
     # older skill 0 (U < 0.5). All K = 3 are injected at evaluation, not only the top-1.
     top3 = [r.strategy for r in sorted(records, key=lambda r: (-r.utility, r.skill_id))[:3]]
     assert all(all(s in p for s in top3) for p in play)
+
+
+class _OneAtATime(Generation):
+    """Hands back one finished reply per step, the most recently submitted first, and logs every submission."""
+
+    def __init__(self, inner, log):
+        self.inner, self.log, self.held = inner, log, []
+
+    def submit(self, stage, requests):
+        self.log.append([(stage, r.rollout, r.turn) for r in requests])
+        self.inner.submit(stage, requests)
+
+    @property
+    def busy(self):
+        return bool(self.held) or self.inner.busy
+
+    def step(self):
+        self.held.extend(self.inner.step())
+        return [self.held.pop()]
+
+
+def test_each_rollout_plays_its_next_turn_as_soon_as_its_reply_returns_with_the_same_episodes(scripted_run):
+    """No per-turn barrier: with replies handed back one at a time, a rollout's next turn is queued while other
+    rollouts' replies of its previous turn are still outstanding, and every episode (turns, rewards, success,
+    token ids of every segment) is the one the turn-by-turn collection plays."""
+    trainer, _, walk, script = scripted_run
+    tasks = [trainer.train_tasks[i] for i in list(trainer.tasks.order(0))[:2]]
+    log = []
+
+    class Slow:
+        def open(self, mode, rng, rollouts):
+            return _OneAtATime(trainer.policy.open(mode, rng, rollouts), log)
+
+    ctx = trainer.context()
+    plain = collect(ctx, tasks, 2, "train", jax.random.key(0), step=7)
+    slow = collect(dataclasses.replace(ctx, policy=Slow()), tasks, 2, "train", jax.random.key(0), step=7)
+    for a, b in zip(plain.episodes, slow.episodes):
+        assert (a.turns, a.turn_rewards, a.success, a.query, a.injected) == (b.turns, b.turn_rewards, b.success,
+                                                                                  b.query, b.injected)
+        assert [(k, r.response_ids.tolist(), r.prompt_ids.tolist()) for k, r in a.segments] == \
+            [(k, r.response_ids.tolist(), r.prompt_ids.tolist()) for k, r in b.segments]
+    plays = [batch for batch in log if batch and batch[0][0] == "action"]
+    assert plays[0] == [("action", r, 0) for r in range(4)]  # the first turn of every rollout, queued together
+    assert all(len(batch) == 1 for batch in plays[1:])  # then each rollout's next turn on its own
+    # rollout 3 (answered first) queued its turn 2 while rollouts 0-2 still waited for their turn-1 replies
+    assert plays[1] == [("action", 3, 1)]
+    assert max(e.turns for e in slow.episodes) > 1

@@ -8,7 +8,7 @@ so finished rows ride along and every play turn is a barrier. Here each of S slo
 its own length (its next cache write index, which is also the position of its next token):
 
 * ``submit`` queues requests. At a window boundary every free slot takes the next queued request: its prompt is
-  prefilled (right-padded to a bucket of ``EngineConfig.prompt_bucket`` tokens) and its keys and values are copied
+  prefilled (right-padded to its ``bucket``) and its keys and values are copied
   into slots 0..len−1 of the row's cache, whose other slots become invalid; the first token is sampled there.
 * ``_decode`` runs one window of ``EngineConfig.window`` steps in a ``lax.while_loop`` (no Python between tokens):
   every slot feeds its last token, writes its keys and values at its own index and attends over its valid slots.
@@ -44,8 +44,10 @@ import numpy as np
 from flax import nnx
 
 from skill1_jax.model.config import ModelConfig
+from skill1_jax.model.qwen2 import CACHE_AXES
+from skill1_jax.parallel.sharding import logical_sharding
 from skill1_jax.sampling.logits import SamplingConfig, sample_logits_keyed
-from skill1_jax.sampling.sampler import FINISH_REASONS, finish_code
+from skill1_jax.sampling.sampler import FINISH_REASONS, activation_context, finish_code, placement
 from skill1_jax.sampling.stops import QWEN_EOS_IDS, StopMatcher
 
 Array = jax.Array
@@ -54,19 +56,28 @@ Array = jax.Array
 IDENTITY_WIDTH = 4
 
 
+def bucket(n: int, granule: int) -> int:
+    """``n`` rounded up to a multiple of ``granule``, or of an eighth of the power of two above ``n`` when that is
+    coarser: at most eight padded shapes per octave (so a few compiled programs), at most 1/8 of padding past the
+    first octaves."""
+    step = max(granule, (1 << max(n - 1, 1).bit_length()) // 8)
+    return -(-n // step) * step
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     """Shapes of the engine.
 
     Attributes:
       slots: requests decoded together (``rows`` are computed); ``from_kv_budget`` sizes it.
-      cache_length: C, KV slots per row: a request needs prompt + max_new_tokens − 1 of them.
+      cache_length: C, KV slots per row to start with: a request needs prompt + max_new_tokens − 1 of them (and
+        its prompt bucket); a longer one grows every row's cache (``Engine.submit``).
       window: decode steps between refills (shorter idles finished slots less, longer runs less host code).
       row_tile: rows per projection / MLP matmul in a decode step (see the module docstring).
-      prompt_bucket: prompts are right-padded to a multiple of this (one prefill program per multiple used).
+      prompt_bucket: prompts are right-padded to ``bucket(length, prompt_bucket)`` (one prefill program per bucket).
       prefill_rows: prompts per prefill call at most.
-      span_bucket: a window attends over the first slots up to the longest row's end, rounded up to a multiple of
-        this (one decode program per multiple used), not over all C.
+      span_bucket: a window attends over the first slots up to the longest row's end, rounded up by ``bucket``
+        with this granule (one decode program per bucket), not over all C; cache growth rounds the same way.
     """
 
     slots: int = 64
@@ -302,6 +313,15 @@ def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], st
     return jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))[1]
 
 
+@functools.partial(jax.jit, static_argnums=(1,))  # not donated: every cache changes shape
+def _grow_cache(state: SlotState, cache_length: int) -> SlotState:
+    extra = cache_length - state.valid.shape[1]
+    def pad(x):
+        return jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))
+    return dataclasses.replace(state, k=tuple(map(pad, state.k)), v=tuple(map(pad, state.v)),
+                               valid=jnp.pad(state.valid, ((0, 0), (0, extra))))
+
+
 class Engine:
     """Continuous batching over one set of params (see the module docstring).
 
@@ -323,21 +343,27 @@ class Engine:
         self.matchers = [StopMatcher(tokenizer, stops, eos_ids, model_cfg.vocab_size) for stops in stop_sets]
         q = max(m.transitions.shape[0] for m in self.matchers)
         tables = np.stack([np.pad(m.transitions, ((0, q - m.transitions.shape[0]), (0, 0))) for m in self.matchers])
-        device = jax.tree.leaves(params)[0].sharding
-        self._tables, self._eos = jax.device_put((tables, np.array(tuple(eos_ids) or (-1,), np.int32)), device)
-        self._key = jax.device_put(rng, device)
-        self._cfg = jax.device_put(sampling, device)
-        self._layers = _layer_weights(graphdef, params)
-        s, c, n = config.rows, config.cache_length, sampling.max_new_tokens
-        cache = nnx.merge(graphdef, params).init_cache(s, c)
+        # On a mesh (the sampling layout's, or the update's under "train") the caches follow the cache rule and the
+        # rest is replicated; the jitted programs trace under the mesh's activation rules.
+        self._mesh, replicated = placement(params)
+        self._tables, self._eos = jax.device_put((tables, np.array(tuple(eos_ids) or (-1,), np.int32)), replicated)
+        self._key = jax.device_put(rng, replicated)
+        self._cfg = jax.device_put(sampling, replicated)
+        with activation_context(self._mesh):
+            self._layers = _layer_weights(graphdef, params)
+        s, n = config.rows, sampling.max_new_tokens
+        self.cache_length = config.cache_length
+        cache = nnx.merge(graphdef, params).init_cache(s, self.cache_length)
+
         def zi():  # distinct buffers: the state is donated
             return jnp.zeros((s,), jnp.int32)
 
-        self._state = SlotState(
+        state = SlotState(
             k=cache.k, v=cache.v, valid=cache.valid, length=zi(), last=zi(), keys=jnp.zeros((s, 2), jnp.uint32),
             count=zi(), limit=zi(), stop_set=zi(), stop_state=zi(), done=jnp.ones((s,), bool), finish=zi(),
             tokens=jnp.zeros((s, n), jnp.int32), logprobs=jnp.zeros((s, n), jnp.float32),
             behavior_logprobs=jnp.zeros((s, n), jnp.float32), steps=jnp.zeros((), jnp.int32))
+        self._state = jax.device_put(state, self._state_shardings(state, replicated))
         self._queue: collections.deque[EngineRequest] = collections.deque()
         self._slot_request: list[EngineRequest | None] = [None] * config.slots  # slots past ``slots`` stay free
         self._length = [0] * config.slots  # filled cache slots per slot, as of the last boundary
@@ -346,38 +372,52 @@ class Engine:
         self.stats = EngineStats()
 
     def submit(self, requests: Sequence[EngineRequest]) -> None:
-        """Queues requests (first in, first out)."""
-        c, n = self.config.cache_length, self.sampling.max_new_tokens
+        """Queues requests (first in, first out). A request longer than the cache (prompt + reply limit − 1 slots)
+        first doubles every row's cache until it fits (few distinct shapes); rows in flight keep their contents."""
+        n = self.sampling.max_new_tokens
         for r in requests:
             if not r.prompt:
                 raise ValueError(f"request {r.identity} has an empty prompt; every prompt needs a token")
             if not 1 <= r.max_new_tokens <= n:
                 raise ValueError(f"request {r.identity} asks for {r.max_new_tokens} tokens; the engine allows 1..{n}")
-            if len(r.prompt) + r.max_new_tokens - 1 > c:
-                raise ValueError(f"request {r.identity}: a prompt of {len(r.prompt)} tokens and {r.max_new_tokens} "
-                                 f"new ones exceed EngineConfig.cache_length={c}")
             if len(r.identity) > IDENTITY_WIDTH or not 0 <= r.stop_set < len(self.matchers):
                 raise ValueError(f"request {r.identity}: identity has at most {IDENTITY_WIDTH} entries and stop_set "
                                  f"is in 0..{len(self.matchers) - 1}")
+        for r in requests:
             self._queue.append(r)
             self._waiting[tuple(r.prompt)] += 1
             self.stats.prefill_requested += len(r.prompt)
+        needed = max((max(len(r.prompt) + r.max_new_tokens - 1, bucket(len(r.prompt), self.config.prompt_bucket))
+                      for r in requests), default=0)
+        if needed > self.cache_length:
+            self._grow(self.cache_length << (-(-needed // self.cache_length) - 1).bit_length())
 
     @property
     def busy(self) -> bool:
         return bool(self._queue) or any(r is not None for r in self._slot_request)
 
-    def completions(self) -> Iterator[Completion]:
-        """Runs windows until the queue and the slots are empty, yielding each request as soon as a window in which
-        it finished ends. Requests submitted meanwhile (e.g. a rollout's next turn) join the queue."""
+    def step(self) -> list[Completion]:
+        """One window boundary and window: free slots take queued requests, every slot decodes up to ``window``
+        tokens, and the requests that finished in it come back (possibly none). Requests submitted before the next
+        call (e.g. a rollout's next turn) join the queue; the other slots keep their state."""
+        self._refill()
+        cfg = self.config
+        end = max(n for n, r in zip(self._length, self._slot_request) if r is not None) + cfg.window
+        span = min(bucket(end, cfg.span_bucket), self.cache_length)
+        with activation_context(self._mesh):
+            self._state = _decode(self.graphdef, self.params, self._layers, self._state, self._tables,
+                                  self._eos, self._cfg, window=cfg.window, tile=cfg.row_tile, span=span)
+        return list(self._harvest())
+
+    def windows(self) -> Iterator[list[Completion]]:
+        """``step`` until the queue and the slots are empty."""
         while self.busy:
-            self._refill()
-            cfg = self.config
-            end = max(n for n, r in zip(self._length, self._slot_request) if r is not None) + cfg.window
-            span = min(-(-end // cfg.span_bucket) * cfg.span_bucket, cfg.cache_length)
-            self._state = _decode(self.graphdef, self.params, self._layers, self._state, self._tables, self._eos,
-                                  self._cfg, window=cfg.window, tile=cfg.row_tile, span=span)
-            yield from self._harvest()
+            yield self.step()
+
+    def completions(self) -> Iterator[Completion]:
+        """``windows``, one finished request at a time."""
+        for finished in self.windows():
+            yield from finished
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[Completion]:
         """Submits ``requests``, runs them and returns their completions in request order."""
@@ -407,12 +447,12 @@ class Engine:
 
     def _prefill_missing(self, taken: Sequence[EngineRequest]) -> None:
         """Prefills the prompts of ``taken`` that no earlier prefill holds, once each, grouped by bucket."""
-        bucket = self.config.prompt_bucket
         missing: dict[int, list[tuple[int, ...]]] = {}
         for r in taken:
             prompt = tuple(r.prompt)
-            if prompt not in self._prefixes and prompt not in missing.get(-(-len(prompt) // bucket) * bucket, ()):
-                missing.setdefault(-(-len(prompt) // bucket) * bucket, []).append(prompt)
+            p = bucket(len(prompt), self.config.prompt_bucket)
+            if prompt not in self._prefixes and prompt not in missing.get(p, ()):
+                missing.setdefault(p, []).append(prompt)
         rows = self.config.prefill_rows
         for p, prompts in sorted(missing.items()):
             for start in range(0, len(prompts), rows):
@@ -422,8 +462,9 @@ class Engine:
                 for i, prompt in enumerate(chunk):
                     tokens[i, :len(prompt)] = prompt
                     lengths[i] = len(prompt)
-                result = _prefill(self.graphdef, self.params, self._layers, *jax.device_put(
-                    (tokens, lengths, np.int32(len(chunk)))))
+                with activation_context(self._mesh):
+                    result = _prefill(self.graphdef, self.params, self._layers, *self._put(
+                        (tokens, lengths, np.int32(len(chunk)))))
                 self.stats.prefill_computed += len(chunk) * p
                 for i, prompt in enumerate(chunk):
                     self._prefixes[prompt] = (result, i)
@@ -438,9 +479,26 @@ class Engine:
                 r.stop_set
             identity[j, :len(r.identity)], width[j] = r.identity, len(r.identity)
         k, v, logits = result
-        self._state = _insert(self._state, k, v, logits, *jax.device_put(
-            (source, slots, identity, width, lengths, limits, stop_sets)), self._key, self._tables, self._eos,
-            self._cfg)
+        with activation_context(self._mesh):
+            self._state = _insert(self._state, k, v, logits, *self._put(
+                (source, slots, identity, width, lengths, limits, stop_sets)), self._key, self._tables, self._eos,
+                self._cfg)
+
+    def _put(self, arrays: Any) -> Any:
+        return jax.device_put(arrays, self._key.sharding)
+
+    def _state_shardings(self, state: SlotState, replicated: Any) -> SlotState:
+        shardings = jax.tree.map(lambda _: replicated, state)
+        if self._mesh is None:
+            return shardings
+        caches = tuple(logical_sharding(CACHE_AXES, x.shape, self._mesh) for x in state.k)
+        return dataclasses.replace(shardings, k=caches, v=caches)
+
+    def _grow(self, cache_length: int) -> None:
+        """Every row's cache widened to ``cache_length`` slots (the new ones invalid)."""
+        with activation_context(self._mesh):
+            self._state = _grow_cache(self._state, cache_length)
+        self.cache_length = cache_length
 
     def _harvest(self) -> Iterator[Completion]:
         st = self._state

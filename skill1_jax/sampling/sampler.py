@@ -194,7 +194,7 @@ def num_compiled_programs() -> int:
 
 # ---- host side ----------------------------------------------------------------------------------------------
 
-def _placement(params: Any) -> tuple[Any, Any]:
+def placement(params: Any) -> tuple[Any, Any]:
     """(mesh or None, sharding for replicated inputs): the params' mesh, or their single device."""
     for leaf in jax.tree.leaves(params):
         sharding = getattr(leaf, "sharding", None)
@@ -203,7 +203,7 @@ def _placement(params: Any) -> tuple[Any, Any]:
     return None, jax.tree.leaves(params)[0].sharding
 
 
-def _activation_context(mesh: Any):
+def activation_context(mesh: Any):
     """Activation constraints on ``mesh`` while tracing; nothing for single-device params."""
     return activation_sharding(mesh) if mesh is not None else contextlib.nullcontext()
 
@@ -262,7 +262,7 @@ class Sampler:
         ``first_row``: the stage-wide index of ``prompts[0]`` (rows draw with keys of their stage-wide index);
         ``prompt_length``: the padded prompt length P (default: the bucket of the longest prompt)."""
         tokens, mask, done = _pad_prompts(prompts, self.buckets, prompt_length)
-        mesh, replicated = _placement(params)
+        mesh, replicated = placement(params)
         if mesh is None:
             tokens, mask, done = jax.device_put((tokens, mask, done), replicated)
         else:  # rows follow the "batch" rule (replicated when the bucket does not divide the batch axes)
@@ -273,19 +273,19 @@ class Sampler:
         rng = jax.device_put(rng, replicated)  # the caller's key may live on another device
         cfg = jax.device_put(cfg, replicated)  # temperature, top-p, top-k: traced values, placed explicitly
         first_row = jax.device_put(np.int32(first_row), replicated)  # traced: every sub-batch shares one program
-        with _activation_context(mesh):
+        with activation_context(mesh):
             return _prefill(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng, first_row, cfg=cfg)
 
     def decode(self, graphdef: Any, params: Any, state: DecodeState, cfg: SamplingConfig) -> DecodeState:
         """Runs the decode segments on a state fresh from ``prefill``; the result no longer holds its layers."""
-        mesh, replicated = _placement(params)
+        mesh, replicated = placement(params)
         stop_table, eos_ids = self.matcher.device_arrays(replicated)
         layers, state = state.layers, dataclasses.replace(state, layers=())
         values = jax.device_put(cfg, replicated)
         for window in self.buckets.decode_windows(state.cache.length, cfg.max_new_tokens):
             if jax.device_get(state.done).all():  # every row hit EOS, a stop string or N tokens
                 break
-            with _activation_context(mesh):
+            with activation_context(mesh):
                 state = _decode(graphdef, params, layers, state, stop_table, eos_ids, window=window, cfg=values)
         return state
 
@@ -296,7 +296,7 @@ class Sampler:
         on ``params`` (concrete, or ``jax.ShapeDtypeStruct`` leaves carrying their shardings, e.g. for a
         deviceless compile). Returns the two ``jax.stages.Compiled`` programs: ``.as_text()`` of the second is what
         ``collectives.decode_collectives`` reads, ``.memory_analysis()`` their footprint."""
-        mesh, replicated = _placement(params)
+        mesh, replicated = placement(params)
 
         def spec(shape, dtype, names):
             sharding = replicated if mesh is None else logical_sharding(names, shape, mesh)
@@ -310,13 +310,13 @@ class Sampler:
         rng = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype, sharding=replicated)
         first_row = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
         values = jax.tree.map(lambda x: jax.ShapeDtypeStruct((), jnp.asarray(x).dtype, sharding=replicated), cfg)
-        with _activation_context(mesh):
+        with activation_context(mesh):
             prefill = _prefill.lower(graphdef, params, tokens, mask, done, stop_table, eos_ids, rng, first_row,
                                      cfg=values).compile()
         state = prefill.out_info
         layers, state = state.layers, dataclasses.replace(state, layers=())
         window = prompt_length + cfg.max_new_tokens - 1 if window is None else window
-        with _activation_context(mesh):
+        with activation_context(mesh):
             decode = _decode.lower(graphdef, params, layers, state, stop_table, eos_ids, window=window,
                                    cfg=values).compile()
         return prefill, decode

@@ -1,12 +1,18 @@
-"""The policy as the rollout collector sees it: batched text prompts in, token-exact replies out.
+"""The policy as the rollout collector sees it: text prompts in, token-exact replies out, as they finish.
 
-``Policy.generate(stage, prompts, mode, rng)`` answers every prompt of one stage in **one** call (one batched sampler
-call per stage / per play turn). Each ``Reply`` carries the exact prompt and response token ids and the sampler's
-raw-policy log-probs, which become training rows unchanged (never re-tokenized from the decoded text).
+``Policy.open(mode, rng, rollouts)`` starts the generation of one collection (``Generation``): requests of any stage
+are ``submit``-ted, and ``step`` hands back the replies that have finished, so a rollout's next play turn can be
+queued as soon as its environment step returns, with no barrier across rollouts (``train.rollout``). Each ``Reply``
+carries the exact prompt and response token ids and the sampler's raw-policy log-probs, which become training rows
+unchanged (never re-tokenized from the decoded text).
 
-* ``ModelPolicy`` samples from the Qwen2 params with one ``Sampler`` per stage (its stop string).
+* ``ModelPolicy`` runs a collection through one continuous-batching ``Engine`` (``sampling.engine``) over the params
+  of this update: a slot per rollout (fewer under a KV budget), refilled at decode-window boundaries, identical
+  prompts prefilled once. Token i of a request is drawn with the collection key folded with (stage, rollout, turn)
+  and i, so a reply never depends on its slot, its neighbours or when it was queued.
 * ``ScriptedPolicy`` answers with strings chosen by a function (tests, expert demonstrations): the reply text is
-  tokenized once, so its rows are just as token-exact; log-probs are a constant.
+  tokenized once, so its rows are just as token-exact; log-probs are a constant. Its ``step`` returns everything
+  submitted since the last one, so a play stage runs turn by turn.
 
 Stop rules per stage: ``</query>``, ``</rank>``, ``</action>``; the distillation reply stops only at EOS (or its
 length limit), so a fenced ```` ```json ```` block is never cut at its opening fence and the whole JSON survives.
@@ -28,11 +34,15 @@ from flax import nnx
 
 from skill1_jax.config import GenerationConfig
 from skill1_jax.model.tokenizer import encode_prompts, eos_token_ids
-from skill1_jax.sampling import Sampler, SamplingConfig
+from skill1_jax.sampling import SamplingConfig
+from skill1_jax.sampling.engine import Engine, EngineConfig, EngineRequest
 from skill1_jax.sampling.layout import SamplingLayout
 
 STAGES = ("query", "rank", "action", "distill")
 STOP_STRINGS = {"query": ("</query>",), "rank": ("</rank>",), "action": ("</action>",), "distill": ()}
+# A collection's engine starts with this many cache slots per row (without a prompt limit) and doubles them when a
+# longer request arrives.
+INITIAL_CACHE = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +77,39 @@ class Request:
     turn: int = 0
 
 
+class Generation:
+    """The generation of one collection: ``submit`` requests of any stage, ``step`` until not ``busy``."""
+
+    def submit(self, stage: str, requests: Sequence[Request]) -> None:
+        raise NotImplementedError
+
+    def step(self) -> list[tuple[Request, Reply]]:
+        """Generates for a while and returns the requests that finished meanwhile with their replies (possibly
+        none while others are still being generated)."""
+        raise NotImplementedError
+
+    @property
+    def busy(self) -> bool:
+        """Some submitted request has not been handed back yet."""
+        raise NotImplementedError
+
+    def run(self, stage: str, requests: Sequence[Request]) -> list[Reply]:
+        """Submits ``requests`` and steps until they are all answered; replies in request order. Requests submitted
+        before and not yet handed back are answered too, but not returned."""
+        self.submit(stage, requests)
+        replies: dict[int, Reply] = {}
+        while self.busy and len(replies) < len(requests):
+            replies.update((id(request), reply) for request, reply in self.step())
+        return [replies[id(r)] for r in requests]
+
+
 class Policy(Protocol):
+    def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
+        """Starts the generation of one collection of ``rollouts`` rollouts; ``mode`` is "train" (training
+        temperature) or "eval" (evaluation temperature), ``rng`` the collection's key."""
+
     def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
-        """Replies to every request of ``stage`` ("query", "rank", "action", "distill"); ``mode`` is "train"
-        (training temperature) or "eval" (evaluation temperature)."""
+        """Replies to every request of ``stage`` ("query", "rank", "action", "distill"), in order."""
 
 
 def stage_limit(gen: GenerationConfig, stage: str) -> int:
@@ -106,14 +145,12 @@ class ModelPolicy:
     """
 
     def __init__(self, graphdef: Any, params: Any, tokenizer: Any, vocab_size: int, generation: GenerationConfig):
-        self.graphdef, self.tokenizer, self.generation = graphdef, tokenizer, generation
-        num_kv_heads = nnx.merge(graphdef, params).cfg.num_kv_heads
-        self.layout = SamplingLayout(generation.sampling_layout, num_kv_heads, generation.sampling_tensor_parallel)
+        self.graphdef, self.tokenizer, self.generation, self.vocab_size = graphdef, tokenizer, generation, vocab_size
+        self.model_config = nnx.merge(graphdef, params).cfg
+        self.layout = SamplingLayout(generation.sampling_layout, self.model_config.num_kv_heads,
+                                     generation.sampling_tensor_parallel)
         self.params = params
-        eos = eos_token_ids(tokenizer)
-        self.samplers = {stage: Sampler(vocab_size, tokenizer, stop_strings=STOP_STRINGS[stage], eos_ids=eos,
-                                        kv_cache_tokens=generation.kv_cache_tokens)
-                         for stage in STAGES}
+        self.eos_ids = eos_token_ids(tokenizer)
 
     @property
     def params(self) -> Any:
@@ -125,27 +162,64 @@ class ModelPolicy:
         self._params = None  # the previous copy is freed before the new one is made, not after
         self._params = self.layout.place(self.graphdef, params)
 
-    def sampling_config(self, stage: str, mode: str) -> SamplingConfig:
+    def engine_config(self, rollouts: int) -> EngineConfig:
+        """A slot per rollout; under ``generation.kv_cache_tokens`` as many as the budget holds at the longest
+        request the prompt limit admits (``max_prompt_tokens`` + the longest reply limit)."""
         g = self.generation
-        temperature = g.temperature if mode == "train" else g.eval_temperature
-        return SamplingConfig(max_new_tokens=stage_limit(g, stage), temperature=temperature, top_p=g.top_p,
-                              top_k=g.top_k)
+        limit = max(stage_limit(g, stage) for stage in STAGES)
+        cache = g.max_prompt_tokens + limit if g.max_prompt_tokens else INITIAL_CACHE
+        tile = EngineConfig.row_tile
+        slots = -(-max(rollouts, 1) // tile) * tile
+        if g.kv_cache_tokens:
+            fitting = g.kv_cache_tokens // cache // tile * tile
+            if not fitting:
+                raise ValueError(f"generation.kv_cache_tokens={g.kv_cache_tokens} holds no {tile} rows of {cache} "
+                                 f"cache slots (max_prompt_tokens + the longest reply limit); raise it to at least "
+                                 f"{tile * cache}")
+            slots = min(slots, fitting)
+        return EngineConfig(slots=slots, cache_length=cache)
+
+    def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
+        g = self.generation
+        sampling = SamplingConfig(max_new_tokens=max(stage_limit(g, stage) for stage in STAGES),
+                                  temperature=g.temperature if mode == "train" else g.eval_temperature,
+                                  top_p=g.top_p, top_k=g.top_k)
+        engine = Engine(self.graphdef, self.params, sampling, rng, self.engine_config(rollouts),
+                        tokenizer=self.tokenizer, stop_sets=[STOP_STRINGS[s] for s in STAGES], eos_ids=self.eos_ids)
+        return EngineGeneration(engine, self.tokenizer, g)
 
     def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
+        return self.open(mode, rng, len(requests)).run(stage, requests)
+
+
+class EngineGeneration(Generation):
+    """``ModelPolicy``'s generation: requests become ``EngineRequest``s named (stage, rollout, turn)."""
+
+    def __init__(self, engine: Engine, tokenizer: Any, generation: GenerationConfig):
+        self.engine, self.tokenizer, self.generation = engine, tokenizer, generation
+
+    def submit(self, stage: str, requests: Sequence[Request]) -> None:
         if not requests:
-            return []
+            return
         prompt_ids = encode_prompts(self.tokenizer, [r.prompt for r in requests])
         overlong = overlong_prompts(self.generation, stage, requests, prompt_ids)
-        out = self.samplers[stage].generate(self.graphdef, self.params, prompt_ids,
-                                            self.sampling_config(stage, mode), rng)
-        replies = []
-        for i, ids in enumerate(prompt_ids):
-            n = int(out.lengths[i])
-            replies.append(Reply(text=out.text[i], prompt_ids=np.asarray(ids, np.int32),
-                                 response_ids=out.tokens[i, :n].astype(np.int32),
-                                 logprobs=out.logprobs[i, :n].astype(np.float32),
-                                 truncated=out.finish_reason[i] == "length", overlong=overlong[i]))
-        return replies
+        index, limit = STAGES.index(stage), stage_limit(self.generation, stage)
+        self.engine.submit([EngineRequest(prompt=tuple(ids), identity=(index, r.rollout, r.turn), max_new_tokens=limit,
+                                          stop_set=index, tag=(r, over))
+                            for r, ids, over in zip(requests, prompt_ids, overlong)])
+
+    @property
+    def busy(self) -> bool:
+        return self.engine.busy
+
+    def step(self) -> list[tuple[Request, Reply]]:
+        out = []
+        for c in self.engine.step():
+            request, overlong = c.request.tag
+            out.append((request, Reply(text=c.text, prompt_ids=np.asarray(c.request.prompt, np.int32),
+                                       response_ids=c.tokens.astype(np.int32), logprobs=c.logprobs.astype(np.float32),
+                                       truncated=c.finish_reason == "length", overlong=overlong)))
+        return out
 
 
 ScriptFn = Callable[[str, Request], str]
@@ -155,7 +229,7 @@ class ScriptedPolicy:
     """Replies ``script(stage, request)``; each reply is tokenized once and ends with ``<|im_end|>``.
 
     A reply longer than the stage limit is cut to the limit and flagged truncated, as the sampler would.
-    ``calls`` records (stage, number of requests) per ``generate`` call, for tests of the batching contract.
+    ``calls`` records (stage, number of requests) per ``submit``, for tests of the batching contract.
     """
 
     def __init__(self, script: ScriptFn, tokenizer: Any, generation: GenerationConfig, logprob: float = -1.0):
@@ -163,11 +237,16 @@ class ScriptedPolicy:
         self.eos = eos_token_ids(tokenizer)[0]
         self.calls: list[tuple[str, int]] = []
 
+    def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
+        del mode, rng, rollouts
+        return ScriptedGeneration(self)
+
     def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
-        del mode, rng
+        return self.open(mode, rng, len(requests)).run(stage, requests)
+
+    def replies(self, stage: str, requests: Sequence[Request]) -> list[Reply]:
+        """The scripted replies to ``requests`` (recorded in ``calls``)."""
         self.calls.append((stage, len(requests)))
-        if not requests:
-            return []
         prompt_ids = encode_prompts(self.tokenizer, [r.prompt for r in requests])
         overlong = overlong_prompts(self.generation, stage, requests, prompt_ids)
         limit = stage_limit(self.generation, stage)
@@ -184,3 +263,23 @@ class ScriptedPolicy:
                                  logprobs=np.full(len(response), self.logprob, np.float32), truncated=truncated,
                                  overlong=over))
         return replies
+
+
+class ScriptedGeneration(Generation):
+    """``ScriptedPolicy``'s generation: each ``step`` returns everything submitted since the previous one."""
+
+    def __init__(self, policy: ScriptedPolicy):
+        self.policy = policy
+        self.pending: list[tuple[Request, Reply]] = []
+
+    def submit(self, stage: str, requests: Sequence[Request]) -> None:
+        if requests:
+            self.pending.extend(zip(requests, self.policy.replies(stage, requests)))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def step(self) -> list[tuple[Request, Reply]]:
+        out, self.pending = self.pending, []
+        return out

@@ -1,8 +1,10 @@
 """Rollout collection: N tasks × G rollouts through the four Skill1 stages (paper Algorithm 1).
 
-All G rollouts of a task play the same game (the env pool places them on one worker). Every stage is **one**
-batched ``Policy.generate`` call over all rollouts that need it, and the play stage is one call per turn over the
-rollouts still alive (finished episodes drop out); the environments of a turn are stepped together through the pool.
+All G rollouts of a task play the same game (the env pool places them on one worker). A collection is one
+``Generation`` of the policy (``train.policy``): stages A, B and D submit every rollout that needs them at once; in
+stage C each rollout plays on its own, its next turn queued as soon as its environment step returns, so a long
+episode never holds the others back (no per-turn barrier). The environments whose replies finished in the same
+decode window are stepped together through the pool.
 
 Stage by stage (``mode="train"``; what ``mode="eval"`` changes is in brackets):
   A. query: ``query_prompt`` → parse ``<query>``; an empty/missing query falls back to the task text (released code).
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -36,7 +38,7 @@ from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment
 from skill1_jax.skills import SkillLibrary
 from skill1_jax.skills.search import Retrieval
-from skill1_jax.train.policy import Policy, Reply, Request
+from skill1_jax.train.policy import Generation, Policy, Reply, Request
 
 
 @dataclasses.dataclass
@@ -116,21 +118,23 @@ class RolloutContext:
     on_stage: Callable[[str], None] | None = None  # told each stage as it starts (progress bars)
 
 
-def _generate(ctx: RolloutContext, stage: str, episodes: Sequence[Episode], texts: Sequence[str], mode: str,
-              rng: jax.Array, kind: Segment | None, seconds: dict[str, float], turn: int = 0) -> list[Reply]:
-    """One batched policy call; records each reply as a segment of its episode (unless ``kind`` is None)."""
+def _generate(ctx: RolloutContext, gen: Generation, stage: str, episodes: Sequence[Episode], texts: Sequence[str],
+              kind: Segment, seconds: dict[str, float]) -> list[Reply]:
+    """One stage's requests for ``episodes`` (stages A, B, D); records each reply as a segment of its episode."""
     if not episodes:
         return []
     if ctx.on_stage is not None:
-        ctx.on_stage(f"{stage} {turn + 1}" if stage == "action" else stage)
+        ctx.on_stage(stage)
     start = time.perf_counter()
-    requests = [Request(prompt=t, rollout=e.rollout, task=e.task_text, task_id=e.task.task_id, turn=turn) for e, t in zip(episodes, texts)]
-    replies = ctx.policy.generate(stage, requests, mode, rng)
+    replies = gen.run(stage, [_request(e, t) for e, t in zip(episodes, texts)])
     seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
-    if kind is not None:
-        for e, r in zip(episodes, replies):
-            e.segments.append((kind, r))
+    for e, r in zip(episodes, replies):
+        e.segments.append((kind, r))
     return replies
+
+
+def _request(e: Episode, text: str) -> Request:
+    return Request(prompt=text, rollout=e.rollout, task=e.task_text, task_id=e.task.task_id, turn=e.turns)
 
 
 def reset_episodes(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int, step: int, first_task: int,
@@ -154,14 +158,14 @@ def reset_episodes(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_siz
     return episodes, [info.get(base.ADMISSIBLE, []) for _, info in resets]
 
 
-def query_stage(ctx: RolloutContext, episodes: Sequence[Episode], mode: str, rng: jax.Array,
+def query_stage(ctx: RolloutContext, gen: Generation, episodes: Sequence[Episode],
                 seconds: dict[str, float]) -> None:
-    """Stage A (paper Sec. 3, Algorithm 1): every rollout writes its retrieval query, one batched call; an empty or
-    missing ``<query>`` falls back to the task text."""
+    """Stage A (paper Sec. 3, Algorithm 1): every rollout writes its retrieval query; an empty or missing
+    ``<query>`` falls back to the task text."""
     env = ctx.config.env.name
-    replies = _generate(ctx, "query", episodes,
-                        [prompts.query_prompt(env, e.task_text, e.observation) for e in episodes], mode, rng,
-                        Segment.QUERY, seconds)
+    replies = _generate(ctx, gen, "query", episodes,
+                        [prompts.query_prompt(env, e.task_text, e.observation) for e in episodes], Segment.QUERY,
+                        seconds)
     for e, r in zip(episodes, replies):
         e.query = parsing.parse_query(r.text) or e.task_text
 
@@ -182,15 +186,15 @@ def retrieve(ctx: RolloutContext, episodes: Sequence[Episode], mode: str, second
     return retrieval
 
 
-def rerank_stage(ctx: RolloutContext, episodes: Sequence[Episode], mode: str, rng: jax.Array,
+def rerank_stage(ctx: RolloutContext, gen: Generation, episodes: Sequence[Episode],
                  seconds: dict[str, float]) -> None:
-    """Stage B (paper Sec. 3, Algorithm 1): every rollout with ≥ 2 candidates ranks them, one batched call; the parsed
-    ranking's NDCG with the candidates' pre-update utilities as gains is its re-rank reward (Eq. 9)."""
+    """Stage B (paper Sec. 3, Algorithm 1): every rollout with ≥ 2 candidates ranks them; the parsed ranking's NDCG
+    with the candidates' pre-update utilities as gains is its re-rank reward (Eq. 9)."""
     env = ctx.config.env.name
     ranked = [e for e in episodes if len(e.candidates) >= 2]
-    replies = _generate(ctx, "rank", ranked,
+    replies = _generate(ctx, gen, "rank", ranked,
                         [prompts.rerank_prompt(env, e.task_text, e.observation, e.candidates) for e in ranked],
-                        mode, rng, Segment.RANK, seconds)
+                        Segment.RANK, seconds)
     for e, r in zip(ranked, replies):
         e.ranking, e.rank_parsed = parsing.parse_rank(r.text, len(e.candidates))
         e.ndcg = adv.ndcg(e.ranking if e.rank_parsed else None, e.candidate_utility)
@@ -205,47 +209,65 @@ def inject_skills(ctx: RolloutContext, episodes: Sequence[Episode], mode: str) -
         e.injected = ordered if every else ordered[:1]
 
 
-def play_stage(ctx: RolloutContext, episodes: Sequence[Episode], admissible: Sequence[list[str]], mode: str,
-               keys: Iterator[jax.Array], seconds: dict[str, float]) -> None:
-    """Stage C (paper Sec. 3, Algorithm 1): up to ``env.max_turns`` turns, each one batched call over the live
-    rollouts (a key from ``keys`` per turn played) whose parsed actions step their environments together through the
-    pool. Finished episodes drop out; the turn limit ends an episode as a failure."""
+def play_stage(ctx: RolloutContext, gen: Generation, episodes: Sequence[Episode], admissible: Sequence[list[str]],
+               seconds: dict[str, float]) -> None:
+    """Stage C (paper Sec. 3, Algorithm 1): each rollout plays up to ``env.max_turns`` turns on its own. Its first
+    turn is queued with everyone's; whenever replies finish, their parsed actions step those environments together
+    through the pool and each rollout still playing queues its next turn at once. An episode ends when its
+    environment says so; the turn limit ends it as a failure."""
     cfg = ctx.config
     env = cfg.env.name
-    current = [e.observation for e in episodes]
-    admissible = list(admissible)
-    done = [e.error is not None for e in episodes]
-    for turn in range(cfg.env.max_turns):
-        live = [e for e in episodes if not done[e.slot]]
-        if not live:
-            break
-        texts = [prompts.play_prompt(env, e.task_text, current[e.slot], admissible[e.slot], e.history.turns,
-                                     e.injected) for e in live]
-        replies = _generate(ctx, "action", live, texts, mode, next(keys), Segment.ACTION, seconds, turn=turn)
+    current = {e.slot: e.observation for e in episodes}
+    allowed = {e.slot: a for e, a in zip(episodes, admissible)}
+    by_rollout = {e.rollout: e for e in episodes}
+    deepest = -1  # progress is told the deepest turn queued so far
+
+    def queue(live: Sequence[Episode]) -> None:
+        nonlocal deepest
+        if live and ctx.on_stage is not None and max(e.turns for e in live) > deepest:
+            deepest = max(e.turns for e in live)
+            ctx.on_stage(f"action {deepest + 1}")
+        gen.submit("action", [_request(e, prompts.play_prompt(env, e.task_text, current[e.slot], allowed[e.slot],
+                                                              e.history.turns, e.injected)) for e in live])
+
+    queue([e for e in episodes if e.error is None])
+    seconds.setdefault("action", 0.0)
+    while gen.busy:
+        start = time.perf_counter()
+        finished = gen.step()
+        seconds["action"] += time.perf_counter() - start
         actions = {}
-        for e, r in zip(live, replies):
-            parsed = parsing.parse_action(r.text, env)
+        for request, reply in finished:
+            e = by_rollout[request.rollout]
+            e.segments.append((Segment.ACTION, reply))
+            parsed = parsing.parse_action(reply.text, env)
             e.turn_invalid.append(not parsed.valid)
             e.history.record(current[e.slot], parsed.action)
             actions[e.slot] = parsed.action
+        if not actions:
+            continue
         start = time.perf_counter()
         results = ctx.pool.step(actions)
         seconds["env"] += time.perf_counter() - start
-        for e in live:
-            obs, reward, finished, info = results[e.slot]
+        playing = []
+        for slot in actions:
+            e = episodes[slot]
+            obs, reward, finished_episode, info = results[slot]
             e.turns += 1
             e.turn_rewards.append(float(reward))
-            current[e.slot], admissible[e.slot] = obs, info.get(base.ADMISSIBLE, [])
+            current[slot], allowed[slot] = obs, info.get(base.ADMISSIBLE, [])
             e.success = e.success or bool(info.get(base.WON))
             e.score = float(info.get(base.SCORE, float(e.success)))
             if info.get(base.ERROR):
                 e.error = info[base.ERROR]
-            done[e.slot] = finished or e.turns >= cfg.env.max_turns  # the turn limit ends it as a failure
+            if not finished_episode and e.turns < cfg.env.max_turns:  # the turn limit ends it as a failure
+                playing.append(e)
+        queue(playing)
 
 
-def distill_stage(ctx: RolloutContext, episodes: Sequence[Episode], mode: str, rng: jax.Array,
+def distill_stage(ctx: RolloutContext, gen: Generation, episodes: Sequence[Episode],
                   seconds: dict[str, float]) -> None:
-    """Stage D (paper Sec. 3, Algorithm 1): every rollout distills its trajectory into a lesson, one batched call,
+    """Stage D (paper Sec. 3, Algorithm 1): every rollout distills its trajectory into a lesson,
     contrasted with the most recent opposite-outcome attempt at the same task (``ReferenceTrajectories.reference_for``):
     with ``train.reference_source == "current_step"`` the last such rollout of its own group in this step (episodes
     are in rollout order), else the store of earlier steps. Admission is the trainer's, after the update, for
@@ -258,7 +280,7 @@ def distill_stage(ctx: RolloutContext, episodes: Sequence[Episode], mode: str, r
     texts = [prompts.distill_prompt(env, e.task_text, e.success, e.trajectory_text,
                                     ctx.references.reference_for(e.task_text, e.success, groups.get(e.group, ())))
              for e in episodes]
-    replies = _generate(ctx, "distill", episodes, texts, mode, rng, Segment.DISTILL, seconds)
+    replies = _generate(ctx, gen, "distill", episodes, texts, Segment.DISTILL, seconds)
     for e, r in zip(episodes, replies):
         e.distill_text = r.text
         e.distillation = parsing.parse_distill(r.text, e.success)
@@ -273,7 +295,8 @@ def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int,
       tasks: the N tasks; rollout ``i·G + k`` is the k-th attempt at task i, group id i.
       group_size: G.
       mode: "train" or "eval".
-      rng: key for all sampling of this collection.
+      rng: key for all sampling of this collection: a reply's tokens depend on it and on the reply's (stage,
+        rollout, turn) only.
       step: training step (seeds the episodes; recorded nowhere else).
       first_task: index of ``tasks[0]`` among the step's tasks when this process plays only a share of them
         (``multihost``): rollouts and groups are numbered from there.
@@ -281,23 +304,18 @@ def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int,
     if mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
     spec = ctx.config.spec
-    # One key per stage and play turn, drawn in stage order. With the library, stage A draws one only when it runs
-    # and stage B always does; without it both are drawn unused. The play keys (so the rollouts) depend on this.
-    keys = iter(jax.random.split(rng, 3 + ctx.config.env.max_turns))
     seconds: dict[str, float] = {}
     episodes, admissible = reset_episodes(ctx, tasks, group_size, step, first_task, seconds)
+    gen = ctx.policy.open(mode, rng, len(episodes))
     retrieval = None
     if spec.library and ctx.library is not None:
         if spec.selection:
-            query_stage(ctx, episodes, mode, next(keys), seconds)
+            query_stage(ctx, gen, episodes, seconds)
         retrieval = retrieve(ctx, episodes, mode, seconds)
-        rank_key = next(keys)
         if spec.selection:
-            rerank_stage(ctx, episodes, mode, rank_key, seconds)
+            rerank_stage(ctx, gen, episodes, seconds)
         inject_skills(ctx, episodes, mode)
-    else:
-        next(keys), next(keys)
-    play_stage(ctx, episodes, admissible, mode, keys, seconds)
+    play_stage(ctx, gen, episodes, admissible, seconds)
     if mode == "train" and spec.distillation == "model":
-        distill_stage(ctx, episodes, mode, next(keys), seconds)
+        distill_stage(ctx, gen, episodes, seconds)
     return Rollouts(episodes=episodes, retrieval=retrieval, seconds=seconds)

@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from skill1_jax.model.config import ModelConfig
-from skill1_jax.model.qwen2 import CACHE_AXES
+from skill1_jax.model.qwen2 import CACHE_AXES, KVCache
 from skill1_jax.parallel.sharding import logical_sharding
 from skill1_jax.sampling.logits import SamplingConfig, sample_logits_keyed
 from skill1_jax.sampling.sampler import FINISH_REASONS, activation_context, finish_code, placement
@@ -313,6 +313,21 @@ def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], st
     return jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))[1]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _empty_state(model_cfg: ModelConfig, dtype: str, rows: int, cache_length: int, n: int) -> SlotState:
+    """Every slot free, on device (made by a program: nothing crosses from the host)."""
+    cache = KVCache.zeros(model_cfg, rows, cache_length, dtype)
+
+    def zi():
+        return jnp.zeros((rows,), jnp.int32)
+
+    return SlotState(
+        k=cache.k, v=cache.v, valid=cache.valid, length=zi(), last=zi(), keys=jnp.zeros((rows, 2), jnp.uint32),
+        count=zi(), limit=zi(), stop_set=zi(), stop_state=zi(), done=jnp.ones((rows,), bool), finish=zi(),
+        tokens=jnp.zeros((rows, n), jnp.int32), logprobs=jnp.zeros((rows, n), jnp.float32),
+        behavior_logprobs=jnp.zeros((rows, n), jnp.float32), steps=jnp.zeros((), jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnums=(1,))  # not donated: every cache changes shape
 def _grow_cache(state: SlotState, cache_length: int) -> SlotState:
     extra = cache_length - state.valid.shape[1]
@@ -338,9 +353,9 @@ class Engine:
     def __init__(self, graphdef: Any, params: Any, sampling: SamplingConfig, rng: Array,
                  config: EngineConfig = EngineConfig(), *, tokenizer: Any | None = None,
                  stop_sets: Sequence[Sequence[str]] = ((),), eos_ids: Sequence[int] = QWEN_EOS_IDS):
-        model_cfg = nnx.merge(graphdef, params).cfg
+        model = nnx.merge(graphdef, params)
         self.graphdef, self.params, self.sampling, self.config = graphdef, params, sampling, config
-        self.matchers = [StopMatcher(tokenizer, stops, eos_ids, model_cfg.vocab_size) for stops in stop_sets]
+        self.matchers = [StopMatcher(tokenizer, stops, eos_ids, model.cfg.vocab_size) for stops in stop_sets]
         q = max(m.transitions.shape[0] for m in self.matchers)
         tables = np.stack([np.pad(m.transitions, ((0, q - m.transitions.shape[0]), (0, 0))) for m in self.matchers])
         # On a mesh (the sampling layout's, or the update's under "train") the caches follow the cache rule and the
@@ -351,18 +366,9 @@ class Engine:
         self._cfg = jax.device_put(sampling, replicated)
         with activation_context(self._mesh):
             self._layers = _layer_weights(graphdef, params)
-        s, n = config.rows, sampling.max_new_tokens
         self.cache_length = config.cache_length
-        cache = nnx.merge(graphdef, params).init_cache(s, self.cache_length)
-
-        def zi():  # distinct buffers: the state is donated
-            return jnp.zeros((s,), jnp.int32)
-
-        state = SlotState(
-            k=cache.k, v=cache.v, valid=cache.valid, length=zi(), last=zi(), keys=jnp.zeros((s, 2), jnp.uint32),
-            count=zi(), limit=zi(), stop_set=zi(), stop_state=zi(), done=jnp.ones((s,), bool), finish=zi(),
-            tokens=jnp.zeros((s, n), jnp.int32), logprobs=jnp.zeros((s, n), jnp.float32),
-            behavior_logprobs=jnp.zeros((s, n), jnp.float32), steps=jnp.zeros((), jnp.int32))
+        state = _empty_state(model.cfg, jnp.dtype(model.compute_dtype).name, config.rows, self.cache_length,
+                             sampling.max_new_tokens)
         self._state = jax.device_put(state, self._state_shardings(state, replicated))
         self._queue: collections.deque[EngineRequest] = collections.deque()
         self._slot_request: list[EngineRequest | None] = [None] * config.slots  # slots past ``slots`` stay free

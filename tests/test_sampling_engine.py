@@ -64,3 +64,25 @@ def test_engine_reproduces_static_sampler_and_teacher_forced_logprobs():
         logp, _ = token_logprobs(model, full, np.arange(full.shape[1])[None], np.ones_like(full, bool), chunk=16,
                                  temperature=temperature)
         np.testing.assert_allclose(c.logprobs, np.asarray(logp)[0, len(p):], atol=1e-4)
+
+
+def test_tail_requests_moved_to_lower_slots_keep_their_replies_and_fewer_rows_are_decoded():
+    """16 slots in tiles of 2: as requests finish, the survivors are moved into the lowest slots and the windows
+    decode 8, then 4 rows; every reply equals the one a 2-slot engine (4 rows throughout) gives."""
+    graphdef, params = nnx.split(_model())
+    requests = [EngineRequest(tuple(p), (r,), n) for r, (p, n) in enumerate(zip(PROMPTS, [2, 1, 8, 1, 2, 8, 1]))]
+    runs, engines = [], []
+    for slots in (16, 2):
+        engine = Engine(graphdef, params, SamplingConfig(max_new_tokens=8, temperature=1.0), jax.random.key(4),
+                        EngineConfig(slots=slots, cache_length=96, window=2, row_tile=2, prompt_bucket=96,
+                                     span_bucket=96), eos_ids=())
+        runs.append(engine.generate(requests))
+        engines.append(engine)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a.tokens, b.tokens)
+        np.testing.assert_array_equal(a.logprobs, b.logprobs)
+    many, few = engines
+    assert many.stats.moved > 0  # requests 2 and 5 (8 tokens) outlive the rest; 5 sat in slot 5, past 4 rows
+    tokens = sum(len(c.tokens) - 1 for c in runs[0])
+    # the 16-slot engine never decodes its 16 rows: 8 while 7 requests run, 4 once at most 4 do
+    assert many.stats.decode_row_steps < 8 * (many.stats.decode_row_steps // 4) and many.stats.decode_tokens == tokens

@@ -146,15 +146,16 @@ class Completion:
 
 @dataclasses.dataclass
 class EngineStats:
-    """Work done, for throughput accounting: decode row-steps computed (slots × steps) and the tokens they made
-    (every token but each request's first, which its prefill samples); prompt tokens prefilled (padded) and
-    submitted."""
+    """Work done, for throughput accounting: decode row-steps computed (rows decoded × steps) and the tokens they
+    made (every token but each request's first, which its prefill samples); prompt tokens prefilled (padded) and
+    submitted; requests moved to a lower slot so that a window could decode fewer rows (``Engine._compact``)."""
 
     decode_row_steps: int = 0
     decode_tokens: int = 0
     prefill_computed: int = 0
     prefill_requested: int = 0
     windows: int = 0
+    moved: int = 0
 
 
 @jax.tree_util.register_dataclass
@@ -187,6 +188,13 @@ def _rows_in_tiles(tile: int):
         out = jax.lax.map(lambda t: fn(*t), tuple(x.reshape(b // tile, tile, *x.shape[1:]) for x in xs))
         return jax.tree.map(lambda y: y.reshape(b, *y.shape[2:]), out)
     return rows
+
+
+def _sample_in_tiles(tile: int, logits: Array, keys: Array, cfg: SamplingConfig,
+                     active: Array) -> tuple[Array, Array, Array]:
+    """``sample_logits_keyed`` over tiles of ``tile`` rows: its reductions then see the same shapes whatever the
+    number of rows (they round differently for a handful of rows than for many)."""
+    return _rows_in_tiles(tile)(lambda x, k, a: sample_logits_keyed(x, k, cfg, a), logits, keys, active)
 
 
 def _request_keys(base: Array, identity: Array, width: Array) -> Array:
@@ -242,16 +250,17 @@ def _prefill(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], t
 
 
 # The slot state is donated: refills and windows update its caches in place.
-@functools.partial(jax.jit, donate_argnums=(0,))
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("tile",))
 def _insert(state: SlotState, k: tuple[Array, ...], v: tuple[Array, ...], logits: Array, source: Array,
             slots: Array, identity: Array, width: Array, lengths: Array, limits: Array, stop_sets: Array,
-            base_key: Array, tables: Array, eos_ids: Array, cfg: SamplingConfig) -> SlotState:
+            base_key: Array, tables: Array, eos_ids: Array, cfg: SamplingConfig, *, tile: int) -> SlotState:
     """Starts requests in ``slots`` [S'] (index ≥ S: unused entry) from rows ``source`` of a prefill's keys/values
     [R, K, P, H] and logits: copies the prompt's keys/values, sets its length, samples its first token."""
     p = k[0].shape[2]
     c = state.valid.shape[1]
     keys = _request_keys(base_key, identity, width)
-    tok, policy, behavior = sample_logits_keyed(logits[source], _token_keys(keys, jnp.zeros_like(lengths)), cfg)
+    tok, policy, behavior = _sample_in_tiles(tile, logits[source], _token_keys(keys, jnp.zeros_like(lengths)), cfg,
+                                             jnp.ones_like(lengths, bool))
     stop_state, done, code = _step_outcome(tok, stop_sets, jnp.zeros_like(tok), jnp.zeros_like(tok), limits, tables,
                                            eos_ids)
     n = state.tokens.shape[1]
@@ -275,11 +284,34 @@ def _insert(state: SlotState, k: tuple[Array, ...], v: tuple[Array, ...], logits
         behavior_logprobs=put(state.behavior_logprobs, first(behavior)), steps=state.steps)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "window", "tile", "span"), donate_argnums=(3,))
+def _row_fields(state: SlotState, fn) -> SlotState:
+    """``fn`` applied to every per-slot array of ``state`` (all but the step counter)."""
+    return dataclasses.replace(jax.tree.map(fn, dataclasses.replace(state, steps=None)), steps=state.steps)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "window", "tile", "span", "active"), donate_argnums=(3,))
 def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], state: SlotState, tables: Array,
-            eos_ids: Array, cfg: SamplingConfig, *, window: int, tile: int, span: int) -> SlotState:
-    """One decode window: up to ``window`` steps while any slot runs (see the module docstring); every slot the
-    window writes lies in the first ``span``."""
+            eos_ids: Array, cfg: SamplingConfig, *, window: int, tile: int, span: int, active: int) -> SlotState:
+    """One decode window over the first ``active`` slots (every occupied one lies there): up to ``window`` steps
+    while any of them runs (see the module docstring); every slot the window writes lies in the first ``span``."""
+    if active < state.done.shape[0]:
+        head = _decode_window(graphdef, params, layers, _row_fields(state, lambda x: x[:active]), tables, eos_ids,
+                              cfg, window, tile, span)
+        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=0, axis=0)
+        return dataclasses.replace(jax.tree.map(put, dataclasses.replace(state, steps=None),
+                                                dataclasses.replace(head, steps=None)), steps=head.steps)
+    return _decode_window(graphdef, params, layers, state, tables, eos_ids, cfg, window, tile, span)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _move(state: SlotState, source: Array, target: Array) -> SlotState:
+    """Slot ``source[i]``'s request moved to slot ``target[i]`` (entries ≥ S: none), keys, values and all."""
+    return _row_fields(state, lambda x: x.at[target].set(x[source], mode="drop"))
+
+
+def _decode_window(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], state: SlotState,
+                   tables: Array, eos_ids: Array, cfg: SamplingConfig, window: int, tile: int,
+                   span: int) -> SlotState:
     model = nnx.merge(graphdef, params)
     rows = _rows_in_tiles(tile)
     s, n = state.tokens.shape
@@ -295,7 +327,7 @@ def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], st
         index = jnp.where(active, st.length, st.valid.shape[1])  # finished and free slots write nothing
         hidden, k, v, valid = model.slot_hidden_states(st.last, index, st.valid, st.k, st.v, layers, rows, span)
         logits = rows(model.logits, hidden)
-        tok, policy, behavior = sample_logits_keyed(logits, _token_keys(st.keys, st.count), cfg, active)
+        tok, policy, behavior = _sample_in_tiles(tile, logits, _token_keys(st.keys, st.count), cfg, active)
         stop_state, done, code = _step_outcome(tok, st.stop_set, st.stop_state, st.count, st.limit, tables, eos_ids)
         column = jnp.where(active, st.count, n)  # past the buffer: dropped
 
@@ -375,6 +407,7 @@ class Engine:
         self._length = [0] * config.slots  # filled cache slots per slot, as of the last boundary
         self._waiting: collections.Counter = collections.Counter()  # queued requests per prompt
         self._prefixes: dict[tuple[int, ...], tuple[Any, int]] = {}  # prompt -> (prefill result, row)
+        self._steps = 0  # decode steps run, as of the last boundary
         self.stats = EngineStats()
 
     def submit(self, requests: Sequence[EngineRequest]) -> None:
@@ -407,13 +440,15 @@ class Engine:
         tokens, and the requests that finished in it come back (possibly none). Requests submitted before the next
         call (e.g. a rollout's next turn) join the queue; the other slots keep their state."""
         self._refill()
+        active = self._compact()
         cfg = self.config
         end = max(n for n, r in zip(self._length, self._slot_request) if r is not None) + cfg.window
         span = min(bucket(end, cfg.span_bucket), self.cache_length)
         with activation_context(self._mesh):
             self._state = _decode(self.graphdef, self.params, self._layers, self._state, self._tables,
-                                  self._eos, self._cfg, window=cfg.window, tile=cfg.row_tile, span=span)
-        return list(self._harvest())
+                                  self._eos, self._cfg, window=cfg.window, tile=cfg.row_tile, span=span,
+                                  active=active)
+        return list(self._harvest(active))
 
     def windows(self) -> Iterator[list[Completion]]:
         """``step`` until the queue and the slots are empty."""
@@ -488,7 +523,32 @@ class Engine:
         with activation_context(self._mesh):
             self._state = _insert(self._state, k, v, logits, *self._put(
                 (source, slots, identity, width, lengths, limits, stop_sets)), self._key, self._tables, self._eos,
-                self._cfg)
+                self._cfg, tile=self.config.row_tile)
+
+    def _compact(self) -> int:
+        """Rows the next window decodes: the occupied slots' tiles, as a power-of-two count of at least two tiles
+        (few programs; see ``EngineConfig.rows``). When the occupied slots would fit fewer tiles than they span,
+        the ones past that many are first moved into free slots below it, so that a stage's tail (few rollouts
+        still playing) stops computing empty rows. A request's numerics do not depend on its slot."""
+        tile, rows = self.config.row_tile, self.config.rows
+
+        def tiles(n):
+            return min(rows, tile << max(1, (-(-n // tile) - 1).bit_length()))
+
+        occupied = [i for i, r in enumerate(self._slot_request) if r is not None]
+        active = tiles(len(occupied))
+        movers = [i for i in occupied if i >= active]
+        if movers:
+            free = [i for i, r in enumerate(self._slot_request[:active]) if r is None]
+            source, target = np.full((rows,), rows, np.int32), np.full((rows,), rows, np.int32)
+            source[:len(movers)], target[:len(movers)] = movers, free[:len(movers)]
+            with activation_context(self._mesh):
+                self._state = _move(self._state, *self._put((np.minimum(source, rows - 1), target)))
+            self.stats.moved += len(movers)
+            for a, b in zip(movers, free):
+                self._slot_request[b], self._length[b] = self._slot_request[a], self._length[a]
+                self._slot_request[a] = None
+        return active
 
     def _put(self, arrays: Any) -> Any:
         return jax.device_put(arrays, self._key.sharding)
@@ -506,12 +566,13 @@ class Engine:
             self._state = _grow_cache(self._state, cache_length)
         self.cache_length = cache_length
 
-    def _harvest(self) -> Iterator[Completion]:
+    def _harvest(self, active: int) -> Iterator[Completion]:
         st = self._state
         done, count, finish, tokens, logprobs, behavior, steps = jax.device_get(
             (st.done, st.count, st.finish, st.tokens, st.logprobs, st.behavior_logprobs, st.steps))
         self.stats.windows += 1
-        self.stats.decode_row_steps = int(steps) * self.config.rows
+        self.stats.decode_row_steps += (int(steps) - self._steps) * active
+        self._steps = int(steps)
         for slot, r in enumerate(self._slot_request):
             if r is None:
                 continue

@@ -14,8 +14,9 @@ its own length (its next cache write index, which is also the position of its ne
   every slot feeds its last token, writes its keys and values at its own index and attends over its valid slots.
   A slot ends on EOS, a stop string (the automaton of ``stops.py``, one table per stop-string set) or its request's
   token limit, and idles until the boundary.
-* After each window the host fetches the finished rows and hands them back at once (``completions`` yields them),
-  so a caller can queue a rollout's next turn while the other slots keep decoding.
+* After each window the host fetches the finished rows and hands them back at once (``step`` returns them), so a
+  caller can queue a rollout's next turn while the other slots keep their state. A window decodes only the
+  occupied slots' row tiles; when few requests remain, those in high slots first move to free low ones.
 
 Shared prefixes: identical prompts queued together (the G query prompts of a task, their first play prompts) are
 prefilled once; the prefill result stays on device while a queued request still needs it, and each such request's
@@ -27,8 +28,8 @@ reproduces the static sampler's row-r stream). Nothing depends on the slot, the 
 and neither do the numerics: CPU matmul kernels (YNNPACK, Eigen) pick their blocking by the row count M, so a row's
 float32 sums change with M (on the 128-wide demo model, M = 2..32 differs from M = 1 and M ≥ 64 by ~1e-5). So a
 prefill runs one prompt per matmul (a loop over the call's requests, M = its own bucket), and decode steps run
-their projections and MLPs over fixed tiles of ``EngineConfig.row_tile`` slots (the slot count is rounded up to a
-multiple of it, at least two tiles): every row sees the same shapes whatever the slot count.
+their projections, MLPs and sampling over fixed tiles of ``EngineConfig.row_tile`` slots (the slot count is
+rounded up to a multiple of it, at least two tiles): every row sees the same shapes whatever the slot count.
 """
 
 from __future__ import annotations

@@ -84,6 +84,12 @@ def test_two_real_steps_of_each_variant(variant, tokenizer):
         assert len(segs) == len(trainer.last_rows)
         for row, reply in zip(trainer.last_rows, segs):
             assert row.prompt_ids is reply.prompt_ids and row.response_ids is reply.response_ids
+        # The step's metrics count the engine's work: every reply's tokens but its first (the prefill samples it)
+        # came out of decode row-steps, and every prompt was prefilled (identical ones once).
+        replies = [r for e in trainer.last_rollouts.episodes for _, r in e.segments]
+        assert m["rollout/decode_tokens"] == sum(len(r.response_ids) - 1 for r in replies)
+        assert m["rollout/prefill_requested"] == sum(len(r.prompt_ids) for r in replies)
+        assert 0 < m["rollout/useful_row_step_fraction"] <= 1
     assert kinds == EXPECTED_KINDS[variant]
     assert (trainer.library is None) == (variant == "no_library")
     after = jax.tree.map(np.array, trainer.learner.params)

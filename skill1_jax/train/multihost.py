@@ -102,7 +102,8 @@ def _merge(parts: Sequence[Rollouts], seconds: dict[str, float]) -> Rollouts:
     if retrievals:
         retrieval = Retrieval(**{f.name: np.concatenate([getattr(r, f.name) for r in retrievals])
                                  for f in dataclasses.fields(Retrieval)})
-    return Rollouts(episodes=[e for p in parts for e in p.episodes], retrieval=retrieval, seconds=seconds)
+    work = {k: sum(p.work.get(k, 0) for p in parts) for k in sorted({k for p in parts for k in p.work})}
+    return Rollouts(episodes=[e for p in parts for e in p.episodes], retrieval=retrieval, seconds=seconds, work=work)
 
 
 def collect_shared(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int, mode: str, rng: jax.Array,

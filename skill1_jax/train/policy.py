@@ -93,6 +93,10 @@ class Generation:
         """Some submitted request has not been handed back yet."""
         raise NotImplementedError
 
+    def work(self) -> dict[str, int]:
+        """What generating has cost so far, as counters (``sampling.engine.EngineStats``); none for a script."""
+        return {}
+
     def run(self, stage: str, requests: Sequence[Request]) -> list[Reply]:
         """Submits ``requests`` and steps until they are all answered; replies in request order. Requests submitted
         before and not yet handed back are answered too, but not returned."""
@@ -211,6 +215,9 @@ class EngineGeneration(Generation):
     @property
     def busy(self) -> bool:
         return self.engine.busy
+
+    def work(self) -> dict[str, int]:
+        return dataclasses.asdict(self.engine.stats)
 
     def step(self) -> list[tuple[Request, Reply]]:
         out = []

@@ -89,11 +89,13 @@ class Episode:
 
 @dataclasses.dataclass
 class Rollouts:
-    """The result of one collection: episodes in slot order, the retrieval, and per-stage costs."""
+    """The result of one collection: episodes in slot order, the retrieval, per-stage seconds and the generation's
+    work counters (``Generation.work``; summed over processes)."""
 
     episodes: list[Episode]
     retrieval: Retrieval | None
     seconds: dict[str, float]
+    work: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def success(self) -> np.ndarray:
@@ -318,4 +320,17 @@ def collect(ctx: RolloutContext, tasks: Sequence[base.TaskRef], group_size: int,
     play_stage(ctx, gen, episodes, admissible, seconds)
     if mode == "train" and spec.distillation == "model":
         distill_stage(ctx, gen, episodes, seconds)
-    return Rollouts(episodes=episodes, retrieval=retrieval, seconds=seconds)
+    return Rollouts(episodes=episodes, retrieval=retrieval, seconds=seconds, work=gen.work())
+
+
+def work_metrics(work: dict[str, int]) -> dict[str, float]:
+    """A collection's generation work as metrics: decode row-steps computed and the tokens they produced, prompt
+    tokens prefilled (padded) and requested, and the two efficiency ratios of ``benchmarks/rollout.py``."""
+    if not work:
+        return {}
+    out = {f"rollout/{k}": float(v) for k, v in work.items()}
+    if work["decode_row_steps"]:
+        out["rollout/useful_row_step_fraction"] = work["decode_tokens"] / work["decode_row_steps"]
+    if work["prefill_requested"]:
+        out["rollout/prefill_computed_over_requested"] = work["prefill_computed"] / work["prefill_requested"]
+    return out

@@ -52,7 +52,7 @@ from skill1_jax.skills import SkillDraft, SkillLibrary
 from skill1_jax.train.evaluate import EvalResult, eval_key, eval_panel, evaluate
 from skill1_jax.train.multihost import collect_shared, coordinator_update, sampling_params
 from skill1_jax.train.policy import ModelPolicy, Policy
-from skill1_jax.train.rollout import RolloutContext, Rollouts
+from skill1_jax.train.rollout import RolloutContext, Rollouts, work_metrics
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +414,7 @@ class Trainer:
         seconds["library"] = time.perf_counter() - lib_start
         self.step = step
         metrics.update(rollout_metrics(rollouts, rewards))
+        metrics.update(work_metrics(rollouts.work))
         metrics.update(row_stats(rows))
         metrics.update(layout_stats(batches))
         metrics.update({f"train/{k}": v for k, v in update_metrics.items()})

@@ -451,15 +451,10 @@ class Engine:
                                   active=active)
         return list(self._harvest(active))
 
-    def windows(self) -> Iterator[list[Completion]]:
-        """``step`` until the queue and the slots are empty."""
-        while self.busy:
-            yield self.step()
-
     def completions(self) -> Iterator[Completion]:
-        """``windows``, one finished request at a time."""
-        for finished in self.windows():
-            yield from finished
+        """``step`` until the queue and the slots are empty, one finished request at a time."""
+        while self.busy:
+            yield from self.step()
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[Completion]:
         """Submits ``requests``, runs them and returns their completions in request order."""

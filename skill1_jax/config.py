@@ -88,10 +88,14 @@ class GenerationConfig:
         heads (at most the KV heads) and MLP width, data parallelism over the remaining devices. The params are
         copied into it once per update.
       sampling_tensor_parallel: devices per tensor-parallel group under ``"tensor"``; 0 = gcd(KV heads, devices).
-      kv_cache_tokens: KV-cache budget of one sampling call in cache slots, rows × (prompt bucket + reply limit);
-        a stage over it is generated in sub-batches with identical results (``Sampler.generate``); 0 = no budget.
-        Bytes per slot: 2 × layers × KV heads × head dim × dtype bytes (Qwen2.5-7B in bfloat16: 56 KiB), spread
-        over the sampling devices.
+      kv_cache_tokens: KV-cache budget in cache slots. The rollout engine decodes as many requests at once as it
+        holds at ``request_cache_tokens`` each (``train.policy.engine_config``); the static sampler splits a call
+        over it into sub-batches with identical results (``Sampler.generate``); 0 = no budget. Bytes per slot:
+        2 × layers × KV heads × head dim × dtype bytes (Qwen2.5-7B in bfloat16: 56 KiB), spread over the sampling
+        devices.
+      request_cache_tokens: cache slots the engine gives each request to start with: the longest prompt + reply a
+        collection expects; 0 = ``max_prompt_tokens`` + the longest reply limit, or 512 without a prompt limit. A
+        longer request doubles every request's cache (past the budget, so size it for the longest prompts).
     """
 
     temperature: float = 1.0
@@ -107,6 +111,7 @@ class GenerationConfig:
     sampling_layout: str = "train"
     sampling_tensor_parallel: int = 0
     kv_cache_tokens: int = 0
+    request_cache_tokens: int = 0
 
     def __post_init__(self):
         if self.overlong_prompt not in OVERLONG_PROMPT_POLICIES:
@@ -121,6 +126,9 @@ class GenerationConfig:
                              f"got {self.sampling_tensor_parallel}")
         if self.kv_cache_tokens < 0:
             raise ValueError(f"generation.kv_cache_tokens must be >= 0 (0: no budget), got {self.kv_cache_tokens}")
+        if self.request_cache_tokens < 0:
+            raise ValueError(f"generation.request_cache_tokens must be >= 0 (0: from max_prompt_tokens), got "
+                             f"{self.request_cache_tokens}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,8 +334,9 @@ def paper(env: str = "alfworld") -> ExperimentConfig:
         library=LibraryConfig.paper(),
         # Sampling on 16 GiB chips: a replicated 15.2 GB copy cannot sit beside the train-state shard, so tensor
         # parallelism over the 4 KV heads (3.8 GB of weights per chip); 2^18 cache slots are 14 GiB of bfloat16 KV,
-        # 1.75 GiB per chip over 8 chips (a 256-row stage of 4,096-token prompts + 2,048 replies runs as 8 calls).
-        generation=GenerationConfig(max_prompt_tokens=16384, sampling_layout="tensor", kv_cache_tokens=1 << 18),
+        # 1.75 GiB per chip over 8 chips: 40 engine slots of 6,144 (a distill prompt in its 4,096 bucket + 2,048).
+        generation=GenerationConfig(max_prompt_tokens=16384, sampling_layout="tensor", kv_cache_tokens=1 << 18,
+                                    request_cache_tokens=6144),
         env=_env(env, max_turns=15 if webshop else 50),
         train=TrainConfig(steps=150, tasks_per_step=32 if webshop else 16, group_size=16, eval_every=20,
                           eval_injection="top1",

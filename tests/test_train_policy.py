@@ -5,11 +5,12 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from skill1_jax import config as C
 from skill1_jax.model.qwen2 import Qwen2
-from skill1_jax.train.policy import ModelPolicy, Request
+from skill1_jax.train.policy import ModelPolicy, Request, engine_config
 
 from train_helpers import TEST_MODEL
 
@@ -47,3 +48,15 @@ def test_a_reply_is_the_same_alone_among_others_and_queued_mid_collection_under_
     assert not np.array_equal(together[0].logprobs, together[2].logprobs)
     # The stage is part of the key: the same prompt as a query request is answered from another stream.
     assert mid[id(query)].response_ids.size <= gen.max_query_tokens
+
+
+def test_engine_slots_are_one_per_rollout_within_the_kv_budget_at_the_request_cache():
+    paper, released = C.paper().generation, C.released().generation
+    # 2^18 slots of KV at 6,144 per request: 42 requests, 40 in whole tiles of 8, for a 256-rollout stage
+    assert (engine_config(paper, 256).slots, engine_config(paper, 256).cache_length) == (40, 6144)
+    assert engine_config(released, 128).slots == 128  # 2^20 holds all of them
+    tiny = engine_config(C.cpu_tiny().generation, 13)
+    assert (tiny.slots, tiny.cache_length) == (16, 512)  # no budget: every rollout, in whole tiles; cache grows
+    limited = dataclasses.replace(paper, request_cache_tokens=0, kv_cache_tokens=4 * 18432)
+    with pytest.raises(ValueError, match=r"kv_cache_tokens=73728 holds no 8 requests of 18432 cache slots"):
+        engine_config(limited, 256)  # the default request cache: max_prompt_tokens 16,384 + 2,048

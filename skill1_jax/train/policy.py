@@ -136,6 +136,25 @@ def overlong_prompts(gen: GenerationConfig, stage: str, requests: Sequence[Reque
     return over
 
 
+def engine_config(generation: GenerationConfig, rollouts: int) -> EngineConfig:
+    """The engine of a collection of ``rollouts``: a slot per rollout, each with ``request_cache_tokens`` of cache
+    (default ``max_prompt_tokens`` + the longest reply limit, or ``INITIAL_CACHE``); under ``kv_cache_tokens`` as
+    many slots as the budget holds at that length, in whole row tiles."""
+    g = generation
+    limit = max(stage_limit(g, stage) for stage in STAGES)
+    cache = g.request_cache_tokens or (g.max_prompt_tokens + limit if g.max_prompt_tokens else INITIAL_CACHE)
+    tile = EngineConfig.row_tile
+    slots = -(-max(rollouts, 1) // tile) * tile
+    if g.kv_cache_tokens:
+        fitting = g.kv_cache_tokens // cache // tile * tile
+        if not fitting:
+            raise ValueError(f"generation.kv_cache_tokens={g.kv_cache_tokens} holds no {tile} requests of {cache} "
+                             f"cache slots (generation.request_cache_tokens, or max_prompt_tokens + the longest "
+                             f"reply limit); raise it to at least {tile * cache}")
+        slots = min(slots, fitting)
+    return EngineConfig(slots=slots, cache_length=cache)
+
+
 class ModelPolicy:
     """Samples from ``params`` on the sampling layout (``generation.sampling_layout``): setting ``policy.params``
     (the trainer does after each update) places them there once; under ``"train"`` no copy is made.
@@ -166,29 +185,12 @@ class ModelPolicy:
         self._params = None  # the previous copy is freed before the new one is made, not after
         self._params = self.layout.place(self.graphdef, params)
 
-    def engine_config(self, rollouts: int) -> EngineConfig:
-        """A slot per rollout; under ``generation.kv_cache_tokens`` as many as the budget holds at the longest
-        request the prompt limit admits (``max_prompt_tokens`` + the longest reply limit)."""
-        g = self.generation
-        limit = max(stage_limit(g, stage) for stage in STAGES)
-        cache = g.max_prompt_tokens + limit if g.max_prompt_tokens else INITIAL_CACHE
-        tile = EngineConfig.row_tile
-        slots = -(-max(rollouts, 1) // tile) * tile
-        if g.kv_cache_tokens:
-            fitting = g.kv_cache_tokens // cache // tile * tile
-            if not fitting:
-                raise ValueError(f"generation.kv_cache_tokens={g.kv_cache_tokens} holds no {tile} rows of {cache} "
-                                 f"cache slots (max_prompt_tokens + the longest reply limit); raise it to at least "
-                                 f"{tile * cache}")
-            slots = min(slots, fitting)
-        return EngineConfig(slots=slots, cache_length=cache)
-
     def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
         g = self.generation
         sampling = SamplingConfig(max_new_tokens=max(stage_limit(g, stage) for stage in STAGES),
                                   temperature=g.temperature if mode == "train" else g.eval_temperature,
                                   top_p=g.top_p, top_k=g.top_k)
-        engine = Engine(self.graphdef, self.params, sampling, rng, self.engine_config(rollouts),
+        engine = Engine(self.graphdef, self.params, sampling, rng, engine_config(g, rollouts),
                         tokenizer=self.tokenizer, stop_sets=[STOP_STRINGS[s] for s in STAGES], eos_ids=self.eos_ids)
         return EngineGeneration(engine, self.tokenizer, g)
 

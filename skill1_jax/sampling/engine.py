@@ -78,7 +78,7 @@ class EngineConfig:
       prompt_bucket: prompts are right-padded to ``bucket(length, prompt_bucket)`` (one prefill program per bucket).
       prefill_rows: prompts per prefill call at most.
       span_bucket: a window attends over the first slots up to the longest row's end, rounded up by ``bucket``
-        with this granule (one decode program per bucket), not over all C; cache growth rounds the same way.
+        with this granule (one decode program per bucket), not over all C.
     """
 
     slots: int = 64
@@ -285,9 +285,12 @@ def _insert(state: SlotState, k: tuple[Array, ...], v: tuple[Array, ...], logits
         behavior_logprobs=put(state.behavior_logprobs, first(behavior)), steps=state.steps)
 
 
-def _row_fields(state: SlotState, fn) -> SlotState:
-    """``fn`` applied to every per-slot array of ``state`` (all but the step counter)."""
-    return dataclasses.replace(jax.tree.map(fn, dataclasses.replace(state, steps=None)), steps=state.steps)
+def _row_fields(fn, state: SlotState, *others: SlotState) -> SlotState:
+    """``fn`` applied to every per-slot array of ``state`` (all but the step counter), with the matching arrays of
+    ``others`` as further arguments; the step counter is the last state's."""
+    states = (state, *others)
+    return dataclasses.replace(jax.tree.map(fn, *(dataclasses.replace(s, steps=None) for s in states)),
+                               steps=states[-1].steps)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "window", "tile", "span", "active"), donate_argnums=(3,))
@@ -296,18 +299,16 @@ def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], st
     """One decode window over the first ``active`` slots (every occupied one lies there): up to ``window`` steps
     while any of them runs (see the module docstring); every slot the window writes lies in the first ``span``."""
     if active < state.done.shape[0]:
-        head = _decode_window(graphdef, params, layers, _row_fields(state, lambda x: x[:active]), tables, eos_ids,
+        head = _decode_window(graphdef, params, layers, _row_fields(lambda x: x[:active], state), tables, eos_ids,
                               cfg, window, tile, span)
-        put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=0, axis=0)
-        return dataclasses.replace(jax.tree.map(put, dataclasses.replace(state, steps=None),
-                                                dataclasses.replace(head, steps=None)), steps=head.steps)
+        return _row_fields(functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=0, axis=0), state, head)
     return _decode_window(graphdef, params, layers, state, tables, eos_ids, cfg, window, tile, span)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
 def _move(state: SlotState, source: Array, target: Array) -> SlotState:
     """Slot ``source[i]``'s request moved to slot ``target[i]`` (entries ≥ S: none), keys, values and all."""
-    return _row_fields(state, lambda x: x.at[target].set(x[source], mode="drop"))
+    return _row_fields(lambda x: x.at[target].set(x[source], mode="drop"), state)
 
 
 def _decode_window(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], state: SlotState,
@@ -346,9 +347,22 @@ def _decode_window(graphdef: Any, params: Any, layers: tuple[dict[str, Array], .
     return jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))[1]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+@functools.lru_cache(maxsize=16)
+def _empty_state_program(model_cfg: ModelConfig, dtype: str, rows: int, cache_length: int, n: int, mesh: Any,
+                         replicated: Any):
+    """The program that makes an engine's state with every slot free, each array in place: the caches by the cache
+    rule on ``mesh`` (if any), the rest ``replicated``; nothing crosses from the host and no device holds more
+    than its shard."""
+    empty = functools.partial(_empty_state, model_cfg, dtype, rows, cache_length, n)
+    state = jax.eval_shape(empty)
+    shardings = jax.tree.map(lambda _: replicated, state)
+    if mesh is not None:
+        caches = tuple(logical_sharding(CACHE_AXES, x.shape, mesh) for x in state.k)
+        shardings = dataclasses.replace(shardings, k=caches, v=caches)
+    return jax.jit(empty, out_shardings=shardings)
+
+
 def _empty_state(model_cfg: ModelConfig, dtype: str, rows: int, cache_length: int, n: int) -> SlotState:
-    """Every slot free, on device (made by a program: nothing crosses from the host)."""
     cache = KVCache.zeros(model_cfg, rows, cache_length, dtype)
 
     def zi():
@@ -400,9 +414,8 @@ class Engine:
         with activation_context(self._mesh):
             self._layers = _layer_weights(graphdef, params)
         self.cache_length = config.cache_length
-        state = _empty_state(model.cfg, jnp.dtype(model.compute_dtype).name, config.rows, self.cache_length,
-                             sampling.max_new_tokens)
-        self._state = jax.device_put(state, self._state_shardings(state, replicated))
+        self._state = _empty_state_program(model.cfg, jnp.dtype(model.compute_dtype).name, config.rows,
+                                           self.cache_length, sampling.max_new_tokens, self._mesh, replicated)()
         self._queue: collections.deque[EngineRequest] = collections.deque()
         self._slot_request: list[EngineRequest | None] = [None] * config.slots  # slots past ``slots`` stay free
         self._length = [0] * config.slots  # filled cache slots per slot, as of the last boundary
@@ -548,13 +561,6 @@ class Engine:
 
     def _put(self, arrays: Any) -> Any:
         return jax.device_put(arrays, self._key.sharding)
-
-    def _state_shardings(self, state: SlotState, replicated: Any) -> SlotState:
-        shardings = jax.tree.map(lambda _: replicated, state)
-        if self._mesh is None:
-            return shardings
-        caches = tuple(logical_sharding(CACHE_AXES, x.shape, self._mesh) for x in state.k)
-        return dataclasses.replace(shardings, k=caches, v=caches)
 
     def _grow(self, cache_length: int) -> None:
         """Every row's cache widened to ``cache_length`` slots (the new ones invalid)."""

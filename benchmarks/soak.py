@@ -116,7 +116,7 @@ def coached_policy(cfg, graphdef, params, tokenizer):
 
     class Coached(ModelPolicy):
         def __init__(self):
-            super().__init__(graphdef, params, tokenizer, cfg.model.vocab_size, cfg.generation)
+            super().__init__(graphdef, params, tokenizer, cfg.generation)
             self.scripted = ScriptedPolicy(script, tokenizer, cfg.generation)
 
         def open(self, mode, rng, rollouts):

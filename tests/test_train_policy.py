@@ -18,7 +18,7 @@ from train_helpers import TEST_MODEL
 def test_a_reply_is_the_same_alone_among_others_and_queued_mid_collection_under_a_transfer_guard(demo_tokenizer):
     gen = dataclasses.replace(C.cpu_tiny().generation, max_action_tokens=12, max_query_tokens=8)
     graphdef, params = nnx.split(Qwen2(TEST_MODEL, rngs=nnx.Rngs(0)))
-    policy = ModelPolicy(graphdef, params, demo_tokenizer, TEST_MODEL.vocab_size, gen)
+    policy = ModelPolicy(graphdef, params, demo_tokenizer, gen)
     plays = [Request(prompt=f"you see a {x}. go to the {y}", rollout=r, turn=t)
              for r, (x, y, t) in enumerate([("mug", "desk", 0), ("key", "shelf", 2), ("mug", "desk", 0),
                                              ("lamp", "bed", 1)])]

@@ -26,7 +26,7 @@ out of the update and counted (``rl.rows``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -107,18 +107,28 @@ class Generation:
         return [replies[id(r)] for r in requests]
 
 
-class Policy(Protocol):
+class Policy:
+    """What the collector samples from; subclasses implement ``open``."""
+
     def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
         """Starts the generation of one collection of ``rollouts`` rollouts; ``mode`` is "train" (training
         temperature) or "eval" (evaluation temperature), ``rng`` the collection's key."""
+        raise NotImplementedError
 
     def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
-        """Replies to every request of ``stage`` ("query", "rank", "action", "distill"), in order."""
+        """Replies to every request of ``stage`` ("query", "rank", "action", "distill"), in order: a collection of
+        just these requests."""
+        return self.open(mode, rng, len(requests)).run(stage, requests)
 
 
 def stage_limit(gen: GenerationConfig, stage: str) -> int:
     return {"query": gen.max_query_tokens, "rank": gen.max_rank_tokens, "action": gen.max_action_tokens,
             "distill": gen.max_distill_tokens}[stage]
+
+
+def longest_reply(gen: GenerationConfig) -> int:
+    """The largest reply limit of any stage: the engine's reply buffer width."""
+    return max(stage_limit(gen, stage) for stage in STAGES)
 
 
 def overlong_prompts(gen: GenerationConfig, stage: str, requests: Sequence[Request],
@@ -141,8 +151,7 @@ def engine_config(generation: GenerationConfig, rollouts: int) -> EngineConfig:
     (default ``max_prompt_tokens`` + the longest reply limit, or ``INITIAL_CACHE``); under ``kv_cache_tokens`` as
     many slots as the budget holds at that length, in whole row tiles."""
     g = generation
-    limit = max(stage_limit(g, stage) for stage in STAGES)
-    cache = g.request_cache_tokens or (g.max_prompt_tokens + limit if g.max_prompt_tokens else INITIAL_CACHE)
+    cache = g.request_cache_tokens or (g.max_prompt_tokens + longest_reply(g) if g.max_prompt_tokens else INITIAL_CACHE)
     tile = EngineConfig.row_tile
     slots = -(-max(rollouts, 1) // tile) * tile
     if g.kv_cache_tokens:
@@ -155,7 +164,7 @@ def engine_config(generation: GenerationConfig, rollouts: int) -> EngineConfig:
     return EngineConfig(slots=slots, cache_length=cache)
 
 
-class ModelPolicy:
+class ModelPolicy(Policy):
     """Samples from ``params`` on the sampling layout (``generation.sampling_layout``): setting ``policy.params``
     (the trainer does after each update) places them there once; under ``"train"`` no copy is made.
 
@@ -163,14 +172,12 @@ class ModelPolicy:
       graphdef: the model graph (``nnx.split``).
       params: the current params (nnx State), possibly sharded.
       tokenizer: the policy's tokenizer (byte-level BPE with ChatML tokens).
-      vocab_size: the model's vocabulary size.
       generation: per-stage limits and temperatures, sampling layout, KV budget.
     """
 
-    def __init__(self, graphdef: Any, params: Any, tokenizer: Any, vocab_size: int, generation: GenerationConfig):
-        self.graphdef, self.tokenizer, self.generation, self.vocab_size = graphdef, tokenizer, generation, vocab_size
-        self.model_config = nnx.merge(graphdef, params).cfg
-        self.layout = SamplingLayout(generation.sampling_layout, self.model_config.num_kv_heads,
+    def __init__(self, graphdef: Any, params: Any, tokenizer: Any, generation: GenerationConfig):
+        self.graphdef, self.tokenizer, self.generation = graphdef, tokenizer, generation
+        self.layout = SamplingLayout(generation.sampling_layout, nnx.merge(graphdef, params).cfg.num_kv_heads,
                                      generation.sampling_tensor_parallel)
         self.params = params
         self.eos_ids = eos_token_ids(tokenizer)
@@ -187,15 +194,12 @@ class ModelPolicy:
 
     def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
         g = self.generation
-        sampling = SamplingConfig(max_new_tokens=max(stage_limit(g, stage) for stage in STAGES),
+        sampling = SamplingConfig(max_new_tokens=longest_reply(g),
                                   temperature=g.temperature if mode == "train" else g.eval_temperature,
                                   top_p=g.top_p, top_k=g.top_k)
         engine = Engine(self.graphdef, self.params, sampling, rng, engine_config(g, rollouts),
                         tokenizer=self.tokenizer, stop_sets=[STOP_STRINGS[s] for s in STAGES], eos_ids=self.eos_ids)
         return EngineGeneration(engine, self.tokenizer, g)
-
-    def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
-        return self.open(mode, rng, len(requests)).run(stage, requests)
 
 
 class EngineGeneration(Generation):
@@ -234,7 +238,7 @@ class EngineGeneration(Generation):
 ScriptFn = Callable[[str, Request], str]
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(Policy):
     """Replies ``script(stage, request)``; each reply is tokenized once and ends with ``<|im_end|>``.
 
     A reply longer than the stage limit is cut to the limit and flagged truncated, as the sampler would.
@@ -249,9 +253,6 @@ class ScriptedPolicy:
     def open(self, mode: str, rng: jax.Array, rollouts: int) -> Generation:
         del mode, rng, rollouts
         return ScriptedGeneration(self)
-
-    def generate(self, stage: str, requests: Sequence[Request], mode: str, rng: jax.Array) -> list[Reply]:
-        return self.open(mode, rng, len(requests)).run(stage, requests)
 
     def replies(self, stage: str, requests: Sequence[Request]) -> list[Reply]:
         """The scripted replies to ``requests`` (recorded in ``calls``)."""

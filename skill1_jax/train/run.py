@@ -326,8 +326,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, opts: RunOptions, step: int | Non
     tasks = eval_panel(cfg, base.make_env(cfg.env.name, **cfg.env.kwargs), final=True)
     pool = make_pool(cfg)
     try:
-        ctx = RolloutContext(config=cfg, policy=policy or ModelPolicy(graphdef, params, tokenizer,
-                                                                       cfg.model.vocab_size, cfg.generation),
+        ctx = RolloutContext(config=cfg, policy=policy or ModelPolicy(graphdef, params, tokenizer, cfg.generation),
                              pool=pool, library=library, encoder=encoder, references=ReferenceTrajectories(),
                              seed=cfg.train.seed)
         return evaluate(ctx, tasks, eval_key(cfg.train.seed), step=step), step

@@ -352,7 +352,7 @@ class Trainer:
         # The learner params the model policy samples from (``_sync_policy``); its own copy is on the sampling layout.
         self._policy_params = self.learner.params
         self.policy = policy or ModelPolicy(graphdef, sampling_params(self.learner.params), tokenizer,
-                                            config.model.vocab_size, config.generation)
+                                            config.generation)
         self.pool = pool or make_pool(config)
         if spec.library and encoder is None:
             raise ValueError(f"variant {config.variant!r} retrieves skills: pass a sentence encoder")

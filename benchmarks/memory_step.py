@@ -26,7 +26,8 @@ that does not fit is refused by the TPU compiler, and the refusal's size is reco
 devices, an *estimate* (XLA:CPU widens bfloat16 matmuls to float32, so its temporaries overstate a GPU's);
 v5e-8 with host offload: arrays a phase does not read (AdamW moments during the rollout and reference scoring,
 π_ref during the rollout and the update) sit in host memory (``memory_kind="pinned_host"`` in the programs'
-argument shardings) and move to HBM for the phase that reads them.
+argument shardings) and move to HBM for the phase that reads them, as ``train.offload=["moments", "reference"]``
+makes the trainer do (``skill1_jax.parallel.offload``).
 
 ``decode_layout``: from the compiled decode segment's HLO, the bytes each device all-gathers and all-reduces per
 decode step (inside the while loop) and once per segment (outside it), and whether a device holds a full copy of

@@ -169,6 +169,9 @@ REFERENCE_SOURCES = ("current_step", "earlier_steps")
 RAW_SKILL_SOURCES = ("success", "all")
 
 
+OFFLOADS = ("moments", "reference")  # what ``train.offload`` may keep in host memory (``parallel.offload``)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The outer loop.
@@ -206,6 +209,10 @@ class TrainConfig:
       raw_skills: "w/o Distillation" (``no_distillation``) stores raw trajectories as skills; ``"success"`` stores those
         of successful rollouts (the admission rule of distilled skills, r = 1), ``"all"`` those of failed ones too
         (the paper's Table 3 library grows ~2.4× faster without distillation; storing every rollout is one reading).
+      offload: what waits in host memory while a phase does not read it (``parallel.offload``): ``"moments"`` (AdamW
+        state, outside the update) and / or ``"reference"`` (π_ref's params, outside reference scoring). For chips
+        where the resident step does not fit (7B on TPU v5e-8: ``["moments", "reference"]``); it costs a copy of
+        each to device and back per step and changes no value.
     """
 
     steps: int = 150
@@ -224,6 +231,7 @@ class TrainConfig:
     update_layout: str = "mesh"
     reference_source: str = "current_step"
     raw_skills: str = "success"
+    offload: tuple[str, ...] = ()
 
     @property
     def final_panel_size(self) -> int:
@@ -259,6 +267,8 @@ class ExperimentConfig:
                                ("reference_source", REFERENCE_SOURCES), ("raw_skills", RAW_SKILL_SOURCES)):
             if getattr(t, field) not in choices:
                 raise ValueError(f"train.{field} must be one of {choices}, got {getattr(t, field)!r}")
+        if not set(t.offload) <= set(OFFLOADS):
+            raise ValueError(f"train.offload must name some of {OFFLOADS}, got {t.offload!r}")
         if self.rl.temperature not in (1.0, self.generation.temperature):
             raise ValueError(f"rl.temperature={self.rl.temperature} differs from generation.temperature="
                              f"{self.generation.temperature}: the learner scores the policy the rollouts were sampled "

@@ -41,6 +41,7 @@ from skill1_jax.config import ExperimentConfig
 from skill1_jax.envs import base
 from skill1_jax.envs.pool import EnvPool, SerialPool
 from skill1_jax.model.qwen2 import compute_params
+from skill1_jax.parallel import offload
 from skill1_jax.rl import advantages as adv
 from skill1_jax.rl.batch import Segment, TrainBatch, batch_shardings
 from skill1_jax.rl.pmap_step import make_pmap_ragged_update
@@ -189,11 +190,15 @@ class Learner:
             # it sees global arrays (placed by a jit: device_put cannot place an RNG key on other hosts' devices).
             shardings = NamedSharding(mesh, P()) if replicated else train_state_shardings(state, mesh)
             state = jax.jit(lambda s: s, out_shardings=shardings)(state)
-        self.state: TrainState = state
         # π_ref: the initial policy, frozen. With β = 0 the KL term is zero whatever π_ref says, so neither its
         # copy of the params (a second model in memory) nor its scoring pass is paid for.
         self.ref_params = (reference_params(graphdef, state.params, self.rl.reference_dtype) if self.rl.kl_coef
                            else None)
+        # ``train.offload``: what waits in host memory between the phases that read it (``parallel.offload``).
+        self.offload = frozenset(cfg.train.offload)
+        self.state: TrainState = self._rest(state)
+        if "reference" in self.offload:
+            self.ref_params = offload.place(self.ref_params, offload.HOST)
         self.mesh = mesh
         self.train_step = (make_pmap_ragged_update(graphdef, self.rl, mesh) if replicated
                            else make_ragged_update(graphdef, self.rl, self.state, mesh))
@@ -205,30 +210,48 @@ class Learner:
     def params(self) -> Any:
         return self.state.params
 
+    def _rest(self, state: TrainState) -> TrainState:
+        """``state`` as it waits between updates: the AdamW moments in host memory under ``offload`` "moments"."""
+        if "moments" not in self.offload:
+            return state
+        return dataclasses.replace(state, opt_state=offload.place(state.opt_state, offload.HOST))
+
     def update(self, batches: Sequence[Sequence[TrainBatch]], seconds: dict[str, float]) -> dict[str, float]:
-        """One optimizer update per mini-batch (a list of micro-batches, ``rl.rows.mini_batches``), after scoring
-        each micro-batch with π_ref; returns the mean metrics over updates.
+        """One optimizer update per mini-batch (a list of micro-batches, ``rl.rows.mini_batches``); returns the mean
+        metrics over updates. Two phases, as the memory plan counts them: π_ref scores every micro-batch, then the
+        updates run.
 
         With β = 0 nothing is scored: ``ref_logp`` is set to the sampler's log-probs (finite, so the clamped k3
         term stays finite before its zero weight) and ``kl/ref`` is left out of the metrics.
         """
+        start = time.perf_counter()
+        put = lambda host: jax.device_put(host, self._batch_sharding)
+        if self.ref_logprobs is None:
+            ref_logp = [[None] * len(micro_batches) for micro_batches in batches]
+        else:
+            ref_params = offload.place(self.ref_params, offload.DEVICE)
+            ref_logp = [[self.ref_logprobs(ref_params, put(host)) for host in micro_batches]
+                        for micro_batches in batches]
+            jax.block_until_ready(ref_logp)
+            del ref_params  # an offloaded π_ref's device copy is freed before the update
+        seconds["ref_logprobs"] = seconds.get("ref_logprobs", 0.0) + time.perf_counter() - start
+
+        start = time.perf_counter()
+        self.state = dataclasses.replace(self.state, opt_state=offload.place(self.state.opt_state, offload.DEVICE))
         totals: dict[str, float] = {}
-        for micro_batches in batches:
-            start = time.perf_counter()
+        for micro_batches, refs in zip(batches, ref_logp):
             scored = []
-            for host in micro_batches:
-                batch = jax.device_put(host, self._batch_sharding)
-                ref = batch.old_logp if self.ref_logprobs is None else self.ref_logprobs(self.ref_params, batch)
+            for host, ref in zip(micro_batches, refs):
+                batch = put(host)
+                ref = batch.old_logp if ref is None else ref
                 scored.append(dataclasses.replace(batch, ref_logp=jnp.where(batch.loss_mask > 0, ref, 0.0)))
-            jax.block_until_ready([b.ref_logp for b in scored])
-            seconds["ref_logprobs"] = seconds.get("ref_logprobs", 0.0) + time.perf_counter() - start
-            start = time.perf_counter()
             self.state, metrics = self.train_step(self.state, scored)
             metrics = jax.device_get(metrics)
-            seconds["update"] = seconds.get("update", 0.0) + time.perf_counter() - start
             for k, v in metrics.items():
                 if k != "kl/ref" or self.ref_logprobs is not None:
                     totals[k] = totals.get(k, 0.0) + float(v)
+        self.state = self._rest(self.state)
+        seconds["update"] = seconds.get("update", 0.0) + time.perf_counter() - start
         return {k: v / len(batches) for k, v in totals.items()} if batches else {}
 
 

@@ -18,7 +18,9 @@ plays walkthrough × U{1, 2, 3} turns, otherwise it plays to the turn limit (``-
 environment ignores the actions and ends each episode at its drawn length.
 
 Static path (today's ``Sampler``): stage by stage, one call per stage and per play turn over the live rollouts.
-Engine: one ``Engine`` for every stage; a rollout's next request is queued as soon as its reply comes back.
+Engine: one ``Engine`` for every stage; a rollout's next request is queued as soon as its reply comes back, and its
+play turns share a ``prefix_key`` (the rollout), so each turn prefills only what follows the head it has in common
+with the rollout's previous turn (the task's play prompt, and more while the history window still grows).
 Metrics: ``useful_row_step_fraction`` = decode tokens ÷ decode row-steps computed (a row-step is one row of one
 decode forward; each reply's first token comes from its prefill and counts on neither side);
 ``prefill_computed_over_requested`` = prompt tokens run through prefill (padded) ÷ Σ prompt lengths;
@@ -34,6 +36,7 @@ uninstall torchvision torchaudio torchcodec); tokens/s there excludes its start-
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -202,7 +205,8 @@ def main() -> None:
             if stage == 1:
                 history[r].append((len(history[r]), done.tokens.tolist()))
             if len(history[r]) < turns[r]:
-                submit(EngineRequest(tuple(play_prompt(r, history[r])), (1, r, len(history[r])), limit, tag=(1, r)))
+                submit(EngineRequest(tuple(play_prompt(r, history[r])), (1, r, len(history[r])), limit, tag=(1, r),
+                                     prefix_key=r))
             else:
                 submit(EngineRequest(tuple(distill_prompt(r, history[r])), (2, r, 0), limit, tag=(2, r)))
         s = engine.stats
@@ -234,7 +238,8 @@ def main() -> None:
     result = {
         "what": "one ALFWorld-shaped rollout stage (query, play turns, distill) on a ~1M-param Qwen2, static "
                 "sampler vs rollout engine (and vLLM CPU on the engine's requests)",
-        "machine": "2-core x86 VM, no accelerator (shared with other jobs)", "date": "2026-12-07",
+        "machine": "2-core x86 VM, no accelerator (shared with other jobs)",
+        "date": datetime.date.today().isoformat(),
         "sizes": {"tasks": args.tasks, "group": args.group, "rollouts": n_rollouts, "max_turns": args.max_turns,
                   "play_turns": sum(turns), "mean_reply": args.mean_reply, "max_reply": limit,
                   "slots": EngineConfig(slots=args.slots).rows, "window": args.window, "small": args.small},

@@ -86,3 +86,36 @@ def test_tail_requests_moved_to_lower_slots_keep_their_replies_and_fewer_rows_ar
     tokens = sum(len(c.tokens) - 1 for c in runs[0])
     # the 16-slot engine never decodes its 16 rows: 8 while 7 requests run, 4 once at most 4 do
     assert many.stats.decode_row_steps < 8 * (many.stats.decode_row_steps // 4) and many.stats.decode_tokens == tokens
+
+
+def test_a_keyed_rollouts_turns_prefill_their_shared_head_once_with_replies_independent_of_slots_and_head_eviction():
+    """Two rollouts' turns share their system-and-task head (40 tokens; 32 of them, two 16-token granules, are the
+    head): each head is prefilled once on its own and each turn only its tail. Replies are bitwise the same on 1
+    and 16 slots, in any interleaving of the rollouts (so with different attention spans), and when the head cache
+    is too small to keep a head (it is then prefilled again); their log-probs are the model's."""
+    model = _model()
+    graphdef, params = nnx.split(model)
+    rng = np.random.default_rng(0)
+    heads = [tuple(rng.integers(1, 512, 40)) for _ in range(2)]
+    requests = [EngineRequest(heads[r] + tuple(rng.integers(1, 512, 5 + 7 * t)), (r, t), 6, prefix_key=r)
+                for t in range(3) for r in range(2)]
+    runs, computed = [], []
+    for slots, order, head_cache in ((1, range(6), 1 << 15), (16, [1, 0, 3, 5, 2, 4], 1 << 15), (1, range(6), 16)):
+        # span_bucket 16: a window's attention span (16 to 96 slots) follows the longest neighbour's reach
+        engine = Engine(graphdef, params, SamplingConfig(max_new_tokens=6, temperature=1.0), jax.random.key(5),
+                        EngineConfig(slots=slots, cache_length=96, window=2, row_tile=4, prompt_bucket=16,
+                                     span_bucket=16, head_cache_tokens=head_cache), eos_ids=())
+        done = {c.request.identity: c for c in engine.generate([requests[i] for i in order])}
+        runs.append([done[r.identity] for r in requests])
+        computed.append(engine.stats.prefill_computed)
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run):
+            np.testing.assert_array_equal(a.tokens, b.tokens)
+            np.testing.assert_array_equal(a.logprobs, b.logprobs)
+    # Turn 0 of each rollout is prefilled whole (48 tokens); turns 1 and 2 run tails of 20 and 27 tokens (32 each
+    # padded) over the rollout's 32-token head, which is prefilled once, or once per turn when it cannot be kept.
+    assert computed[0] == computed[1] == 2 * (48 + 32 + 32 + 32) and computed[2] == computed[0] + 2 * 32
+    for r, c in zip(requests, runs[0]):
+        full = np.array(r.prompt + tuple(c.tokens))[None]
+        logp, _ = token_logprobs(model, full, np.arange(full.shape[1])[None], np.ones_like(full, bool), chunk=16)
+        np.testing.assert_allclose(c.logprobs, np.asarray(logp)[0, len(r.prompt):], atol=1e-4)

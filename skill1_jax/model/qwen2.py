@@ -17,6 +17,7 @@ up to each query's slot; that path unrolls the layers instead of scanning them (
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -202,29 +203,53 @@ def _identity_rows(fn, *xs):
     return fn(*xs)
 
 
-def _slot_attention(q: Array, k: Array, v: Array, valid: Array) -> Array:
+def _slot_attention(q: Array, k: Array, v: Array, valid: Array, chunk: int | None = None) -> Array:
     """GQA of one query per row q [B,1,N,H] over that row's cache k/v [B,K,S,H] as stored (no transpose), valid
-    slots ``valid`` [B,S]; float32 softmax, masked slots filled as in ``attention.py``."""
+    slots ``valid`` [B,S]; float32 softmax, masked slots filled as in ``attention.py``.
+
+    With ``chunk``, the softmax's sum and the value sum run over fixed chunks of ``chunk`` slots, added one chunk
+    after the other: chunks past a row's end add exact zeros, so a row's result is the same bits whatever S is (a
+    reduction over the whole S may group the same terms differently for another S)."""
     b, _, n, h = q.shape
     kh = k.shape[1]
     q = q.reshape(b, kh, n // kh, h)
     scores = jnp.einsum("bkgh,bksh->bkgs", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(h)
     scores = jnp.where(valid[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgs,bksh->bkgh", probs, v).reshape(b, 1, n, h)
+    if chunk is None:
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return jnp.einsum("bkgs,bksh->bkgh", probs, v).reshape(b, 1, n, h)
+    pad = -k.shape[2] % chunk
+    scores = jnp.pad(scores, ((0, 0), (0, 0), (0, 0), (0, pad)), constant_values=-jnp.inf)
+    v = jnp.pad(v, ((0, 0), (0, 0), (0, pad), (0, 0)))
+    top = jnp.max(scores, axis=-1, keepdims=True)  # a max is exact in any order
+    e = jnp.exp(scores - top)
+    parts = scores.shape[-1] // chunk
+    e = jnp.moveaxis(e.reshape(*e.shape[:-1], parts, chunk), 3, 0)  # [n, B, K, G, chunk]
+    v = jnp.moveaxis(v.reshape(b, kh, parts, chunk, h), 2, 0)  # [n, B, K, chunk, H]
+
+    def add(carry, part):
+        total, acc = carry
+        ei, vi = part
+        return (total + ei.sum(-1), acc + jnp.einsum("bkgs,bksh->bkgh", ei.astype(vi.dtype), vi,
+                                                     preferred_element_type=jnp.float32)), None
+
+    init = (jnp.zeros(e.shape[1:-1], jnp.float32), jnp.zeros(e.shape[1:-1] + (h,), jnp.float32))
+    (total, acc), _ = jax.lax.scan(add, init, (e, v))
+    return (acc / total[..., None]).astype(v.dtype).reshape(b, 1, n, h)
 
 
 def _slot_block(cfg: ModelConfig, x: Array, p: dict[str, Array], index: Array, valid: Array, k_cache: Array,
-                v_cache: Array, rows, span: int) -> tuple[Array, Array, Array]:
+                v_cache: Array, rows, span: int, chunk: int | None = None) -> tuple[Array, Array, Array]:
     """``_cached_block`` for one token per row [B,1,D], each row at its own cache slot ``index`` [B] (which is also
     its position; past the cache drops the write), attending over its ``valid`` [B,S] slots among the first
-    ``span``. ``rows(fn, *xs)`` runs the per-row work (projections, attention, MLP)."""
+    ``span`` (in chunks of ``chunk``: ``_slot_attention``). ``rows(fn, *xs)`` runs the per-row work (projections,
+    attention, MLP)."""
     q, k, v = rows(lambda x, pos: _attention_inputs(cfg, x, p, pos), x, index[:, None])
     b = jnp.arange(x.shape[0])
     k_cache = k_cache.at[b, :, index].set(k[:, 0].astype(k_cache.dtype), mode="drop")
     v_cache = v_cache.at[b, :, index].set(v[:, 0].astype(v_cache.dtype), mode="drop")
-    attn = rows(_slot_attention, q, k_cache[:, :, :span].astype(x.dtype), v_cache[:, :, :span].astype(x.dtype),
-                valid[:, :span])
+    attn = rows(functools.partial(_slot_attention, chunk=chunk), q, k_cache[:, :, :span].astype(x.dtype),
+                v_cache[:, :, :span].astype(x.dtype), valid[:, :span])
     return rows(lambda x, a: _block_output(cfg, x, a, p), x, attn), k_cache, v_cache
 
 
@@ -323,12 +348,14 @@ class Qwen2(nnx.Module):
 
     def slot_hidden_states(self, tokens: Array, index: Array, valid: Array, k: tuple[Array, ...],
                            v: tuple[Array, ...], layers: tuple[dict[str, Array], ...], rows=_identity_rows,
-                           span: int | None = None) -> tuple[Array, tuple[Array, ...], tuple[Array, ...], Array]:
+                           span: int | None = None, chunk: int | None = None
+                           ) -> tuple[Array, tuple[Array, ...], tuple[Array, ...], Array]:
         """One decode step of independent rows (a continuous-batching engine's slots): token ``tokens[b]`` is
         written at slot ``index[b]`` of row b's cache (its position; ≥ S drops the write) and attends over the
         row's valid slots ``valid`` [B, S] plus that one. ``k``/``v``: per-layer [B, K, S, H] caches; ``layers``
         from ``layer_weights``; ``rows(fn, *xs)`` maps fn over row tiles of its [B, ...] inputs (default: all rows
-        at once); ``span``: attention reads only the first ``span`` slots (every valid one must lie there).
+        at once); ``span``: attention reads only the first ``span`` slots (every valid one must lie there), in
+        chunks of ``chunk`` slots when given (a row's result is then independent of ``span``: ``_slot_attention``).
         Returns final-norm hidden states [B, D], the updated caches and valid slots."""
         cfg, dt = self.cfg, self.compute_dtype
         x = self.embed[...][tokens[:, None]].astype(dt)
@@ -337,7 +364,7 @@ class Qwen2(nnx.Module):
         ks, vs = [], []
         for p, k_cache, v_cache in zip(layers, k, v):
             # A row's slots fill in order, so every valid slot precedes the new one: no causal mask is needed.
-            x, k_cache, v_cache = _slot_block(cfg, x, p, index, valid, k_cache, v_cache, rows, span)
+            x, k_cache, v_cache = _slot_block(cfg, x, p, index, valid, k_cache, v_cache, rows, span, chunk)
             ks.append(k_cache)
             vs.append(v_cache)
         x = rows(lambda x: rms_norm(x[:, 0], self.final_norm[...], cfg.rms_norm_eps), x)

@@ -20,7 +20,13 @@ its own length (its next cache write index, which is also the position of its ne
 
 Shared prefixes: identical prompts queued together (the G query prompts of a task, their first play prompts) are
 prefilled once; the prefill result stays on device while a queued request still needs it, and each such request's
-slot gets a copy of its keys and values.
+slot gets a copy of its keys and values. Requests that share a ``prefix_key`` (one rollout's play turns, submitted
+in order) share a head: the longest run of whole ``prompt_bucket`` granules a prompt has in common with the key's
+previous prompt (the system prompt, task and injected skill before the turn history), when it is at least two
+granules. A head is prefilled once on its own and kept (least recently used first out, within
+``EngineConfig.head_cache_tokens``); each request then prefills only the rest of its prompt, attending over the
+head's keys and values. Whether a head is kept or recomputed changes no bit, and which head a request uses depends
+only on the key's earlier prompts, so the determinism below holds for keyed requests too.
 
 Keys and determinism: a request carries its identity (e.g. step, rollout, stage, turn); its key is the engine key
 folded with each identity entry in turn, and token i is drawn with ``fold_in(request key, i)`` (identity ``(r,)``
@@ -29,7 +35,9 @@ and neither do the numerics: CPU matmul kernels (YNNPACK, Eigen) pick their bloc
 float32 sums change with M (on the 128-wide demo model, M = 2..32 differs from M = 1 and M ≥ 64 by ~1e-5). So a
 prefill runs one prompt per matmul (a loop over the call's requests, M = its own bucket), and decode steps run
 their projections, MLPs and sampling over fixed tiles of ``EngineConfig.row_tile`` slots (the slot count is
-rounded up to a multiple of it, at least two tiles): every row sees the same shapes whatever the slot count.
+rounded up to a multiple of it, at least two tiles): every row sees the same shapes whatever the slot count. A
+window's attention span follows its longest row, so decode attention sums over fixed chunks of ``span_bucket``
+slots one after the other (``Qwen2.slot_hidden_states``): the chunks past a row's end add exact zeros.
 """
 
 from __future__ import annotations
@@ -78,7 +86,9 @@ class EngineConfig:
       prompt_bucket: prompts are right-padded to ``bucket(length, prompt_bucket)`` (one prefill program per bucket).
       prefill_rows: prompts per prefill call at most.
       span_bucket: a window attends over the first slots up to the longest row's end, rounded up by ``bucket``
-        with this granule (one decode program per bucket), not over all C.
+        with this granule (one decode program per bucket), not over all C, in chunks of this many slots (so that
+        a row's numerics do not depend on how far its neighbours reach).
+      head_cache_tokens: prompt heads (see the module docstring) kept on device at most, in padded tokens.
     """
 
     slots: int = 64
@@ -88,9 +98,11 @@ class EngineConfig:
     prompt_bucket: int = 32
     prefill_rows: int = 16
     span_bucket: int = 64
+    head_cache_tokens: int = 1 << 15
 
     def __post_init__(self):
-        for name in ("slots", "cache_length", "window", "row_tile", "prompt_bucket", "prefill_rows", "span_bucket"):
+        for name in ("slots", "cache_length", "window", "row_tile", "prompt_bucket", "prefill_rows", "span_bucket",
+                     "head_cache_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -123,6 +135,8 @@ class EngineRequest:
       max_new_tokens: its reply limit (at most the engine's ``SamplingConfig.max_new_tokens``).
       stop_set: index of its stop strings among the engine's ``stop_sets``.
       tag: anything; handed back with the completion.
+      prefix_key: requests with one key (submitted in order) share the head their prompts have in common (module
+        docstring); None shares none.
     """
 
     prompt: tuple[int, ...]
@@ -130,6 +144,7 @@ class EngineRequest:
     max_new_tokens: int
     stop_set: int = 0
     tag: Hashable = None
+    prefix_key: Hashable = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,14 +240,12 @@ def _layer_weights(graphdef: Any, params: Any) -> tuple[dict[str, Array], ...]:
     return nnx.merge(graphdef, params).layer_weights()
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _prefill(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], tokens: Array, lengths: Array,
-             count: Array) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
-    """Runs the first ``count`` of the right-padded prompts [R, P] one at a time (so each prompt's matmuls have
-    the same shape whatever its neighbours): per-layer keys/values [R, K, P, H] and last-token logits [R, V]."""
-    model = nnx.merge(graphdef, params)
+def _prefill_rows(model: Any, layers: tuple[dict[str, Array], ...], cache: KVCache, tokens: Array, lengths: Array,
+                  count: Array) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
+    """Runs the first ``count`` right-padded prompts [R, P] one at a time (so each prompt's matmuls have the same
+    shape whatever its neighbours), each on top of ``cache`` (one row; its tokens at positions ``cache.index``, ...):
+    per-layer keys/values [R, K, C, H] of the filled cache and last-token logits [R, V]."""
     r, p = tokens.shape
-    cache = model.init_cache(1, p)
     zeros = (tuple(jnp.zeros((r,) + x.shape[1:], x.dtype) for x in cache.k),
              tuple(jnp.zeros((r,) + x.shape[1:], x.dtype) for x in cache.v),
              jnp.zeros((r, model.cfg.vocab_size), jnp.float32))
@@ -241,13 +254,38 @@ def _prefill(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], t
         ks, vs, logits = out
         row = jax.lax.dynamic_slice_in_dim(tokens, i, 1)
         mask = jnp.arange(p)[None] < lengths[i]
-        hidden, filled = model.cached_hidden_states(row, jnp.arange(p)[None] * mask, mask, cache, layers)
+        hidden, filled = model.cached_hidden_states(row, (cache.index + jnp.arange(p)[None]) * mask, mask, cache,
+                                                    layers)
         last = jax.lax.dynamic_slice_in_dim(hidden, lengths[i] - 1, 1, axis=1)[:, 0]
         put = functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=i, axis=0)
         return (tuple(put(a, b) for a, b in zip(ks, filled.k)), tuple(put(a, b) for a, b in zip(vs, filled.v)),
                 put(logits, model.logits(last)))
 
     return jax.lax.fori_loop(0, count, body, zeros)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefill(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], tokens: Array, lengths: Array,
+             count: Array) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
+    """``_prefill_rows`` from an empty cache: per-layer keys/values [R, K, P, H] and last-token logits [R, V]."""
+    model = nnx.merge(graphdef, params)
+    return _prefill_rows(model, layers, model.init_cache(1, tokens.shape[1]), tokens, lengths, count)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefill_after_head(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], head_k: tuple[Array, ...],
+                        head_v: tuple[Array, ...], head_row: Array, head_len: Array, tokens: Array, lengths: Array,
+                        count: Array) -> tuple[tuple[Array, ...], tuple[Array, ...], Array]:
+    """``_prefill_rows`` of prompt tails [R, P] that follow one head: row ``head_row`` of a head prefill's
+    keys/values [R', K, P', H], of which the first ``head_len`` slots are the head. Returns per-layer keys/values
+    [R, K, P' + P, H] holding head ⧺ tail from slot 0, and each tail's last-token logits [R, V]."""
+    model = nnx.merge(graphdef, params)
+    p = tokens.shape[1]
+    length = head_k[0].shape[2] + p
+    head = lambda x: jnp.pad(jax.lax.dynamic_slice_in_dim(x, head_row, 1), ((0, 0), (0, 0), (0, p), (0, 0)))
+    cache = KVCache(k=tuple(map(head, head_k)), v=tuple(map(head, head_v)),
+                    valid=jnp.arange(length)[None] < head_len, index=head_len)
+    return _prefill_rows(model, layers, cache, tokens, lengths, count)
 
 
 # The slot state is donated: refills and windows update its caches in place.
@@ -293,16 +331,20 @@ def _row_fields(fn, state: SlotState, *others: SlotState) -> SlotState:
                                steps=states[-1].steps)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "window", "tile", "span", "active"), donate_argnums=(3,))
+@functools.partial(jax.jit, static_argnames=("graphdef", "window", "tile", "span", "chunk", "active"),
+                   donate_argnums=(3,))
 def _decode(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], state: SlotState, tables: Array,
-            eos_ids: Array, cfg: SamplingConfig, *, window: int, tile: int, span: int, active: int) -> SlotState:
+            eos_ids: Array, cfg: SamplingConfig, *, window: int, tile: int, span: int, chunk: int,
+            active: int) -> SlotState:
     """One decode window over the first ``active`` slots (every occupied one lies there): up to ``window`` steps
-    while any of them runs (see the module docstring); every slot the window writes lies in the first ``span``."""
+    while any of them runs (see the module docstring); every slot the window writes lies in the first ``span``,
+    which attention reads in chunks of ``chunk``."""
+    window_of = functools.partial(_decode_window, graphdef, params, layers, tables=tables, eos_ids=eos_ids, cfg=cfg,
+                                  window=window, tile=tile, span=span, chunk=chunk)
     if active < state.done.shape[0]:
-        head = _decode_window(graphdef, params, layers, _row_fields(lambda x: x[:active], state), tables, eos_ids,
-                              cfg, window, tile, span)
+        head = window_of(_row_fields(lambda x: x[:active], state))
         return _row_fields(functools.partial(jax.lax.dynamic_update_slice_in_dim, start_index=0, axis=0), state, head)
-    return _decode_window(graphdef, params, layers, state, tables, eos_ids, cfg, window, tile, span)
+    return window_of(state)
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
@@ -312,8 +354,8 @@ def _move(state: SlotState, source: Array, target: Array) -> SlotState:
 
 
 def _decode_window(graphdef: Any, params: Any, layers: tuple[dict[str, Array], ...], state: SlotState,
-                   tables: Array, eos_ids: Array, cfg: SamplingConfig, window: int, tile: int,
-                   span: int) -> SlotState:
+                   tables: Array, eos_ids: Array, cfg: SamplingConfig, window: int, tile: int, span: int,
+                   chunk: int) -> SlotState:
     model = nnx.merge(graphdef, params)
     rows = _rows_in_tiles(tile)
     s, n = state.tokens.shape
@@ -327,7 +369,8 @@ def _decode_window(graphdef: Any, params: Any, layers: tuple[dict[str, Array], .
         i, st = carry
         active = ~st.done
         index = jnp.where(active, st.length, st.valid.shape[1])  # finished and free slots write nothing
-        hidden, k, v, valid = model.slot_hidden_states(st.last, index, st.valid, st.k, st.v, layers, rows, span)
+        hidden, k, v, valid = model.slot_hidden_states(st.last, index, st.valid, st.k, st.v, layers, rows, span,
+                                                       chunk)
         logits = rows(model.logits, hidden)
         tok, policy, behavior = _sample_in_tiles(tile, logits, _token_keys(st.keys, st.count), cfg, active)
         stop_state, done, code = _step_outcome(tok, st.stop_set, st.stop_state, st.count, st.limit, tables, eos_ids)
@@ -419,8 +462,11 @@ class Engine:
         self._queue: collections.deque[EngineRequest] = collections.deque()
         self._slot_request: list[EngineRequest | None] = [None] * config.slots  # slots past ``slots`` stay free
         self._length = [0] * config.slots  # filled cache slots per slot, as of the last boundary
-        self._waiting: collections.Counter = collections.Counter()  # queued requests per prompt
-        self._prefixes: dict[tuple[int, ...], tuple[Any, int]] = {}  # prompt -> (prefill result, row)
+        self._waiting: collections.Counter = collections.Counter()  # queued requests per (prompt, head length)
+        self._prefixes: dict[tuple[tuple[int, ...], int], tuple[Any, int]] = {}  # (prompt, head) -> (prefill, row)
+        self._last_prompt: dict[Hashable, tuple[int, ...]] = {}  # prefix key -> its latest prompt
+        self._head_len: dict[int, int] = {}  # id(queued request) -> its head's length (absent: no head)
+        self._heads: collections.OrderedDict[tuple[int, ...], tuple[Any, int]] = collections.OrderedDict()
         self._steps = 0  # decode steps run, as of the last boundary
         self.stats = EngineStats()
 
@@ -436,14 +482,32 @@ class Engine:
             if len(r.identity) > IDENTITY_WIDTH or not 0 <= r.stop_set < len(self.matchers):
                 raise ValueError(f"request {r.identity}: identity has at most {IDENTITY_WIDTH} entries and stop_set "
                                  f"is in 0..{len(self.matchers) - 1}")
+        needed = 0
         for r in requests:
+            h = self._head_of(r)
             self._queue.append(r)
-            self._waiting[tuple(r.prompt)] += 1
+            self._waiting[tuple(r.prompt), h] += 1
             self.stats.prefill_requested += len(r.prompt)
-        needed = max((max(len(r.prompt) + r.max_new_tokens - 1, bucket(len(r.prompt), self.config.prompt_bucket))
-                      for r in requests), default=0)
+            padded = (bucket(len(r.prompt), self.config.prompt_bucket) if not h else
+                      bucket(h, self.config.prompt_bucket) + bucket(len(r.prompt) - h, self.config.prompt_bucket))
+            needed = max(needed, len(r.prompt) + r.max_new_tokens - 1, padded)
         if needed > self.cache_length:
             self._grow(self.cache_length << (-(-needed // self.cache_length) - 1).bit_length())
+
+    def _head_of(self, r: EngineRequest) -> int:
+        """The length of ``r``'s head (0: none), from the prompt its key saw last; records ``r``'s prompt."""
+        if r.prefix_key is None:
+            return 0
+        previous = self._last_prompt.get(r.prefix_key, ())
+        self._last_prompt[r.prefix_key] = tuple(r.prompt)
+        granule = self.config.prompt_bucket
+        common = next((i for i, (a, b) in enumerate(zip(r.prompt, previous)) if a != b), min(len(r.prompt),
+                                                                                             len(previous)))
+        h = min(common, len(r.prompt) - 1) // granule * granule  # whole granules, and a tail of at least a token
+        if h < 2 * granule:
+            return 0
+        self._head_len[id(r)] = h
+        return h
 
     @property
     def busy(self) -> bool:
@@ -461,7 +525,7 @@ class Engine:
         with activation_context(self._mesh):
             self._state = _decode(self.graphdef, self.params, self._layers, self._state, self._tables,
                                   self._eos, self._cfg, window=cfg.window, tile=cfg.row_tile, span=span,
-                                  active=active)
+                                  chunk=cfg.span_bucket, active=active)
         return list(self._harvest(active))
 
     def completions(self) -> Iterator[Completion]:
@@ -485,10 +549,10 @@ class Engine:
         self._prefill_missing(taken)
         groups: dict[int, tuple[Any, list[tuple[int, int, EngineRequest]]]] = {}
         for slot, r in zip(free, taken):
-            prompt = tuple(r.prompt)
+            prompt = (tuple(r.prompt), self._head_len.pop(id(r), 0))
             result, row = self._prefixes[prompt]
             groups.setdefault(id(result), (result, []))[1].append((slot, row, r))
-            self._slot_request[slot], self._length[slot] = r, len(prompt)
+            self._slot_request[slot], self._length[slot] = r, len(r.prompt)
             self._waiting[prompt] -= 1
             if not self._waiting[prompt]:  # no queued request needs this prefill any more
                 del self._waiting[prompt], self._prefixes[prompt]
@@ -496,28 +560,70 @@ class Engine:
             self._insert(result, group)
 
     def _prefill_missing(self, taken: Sequence[EngineRequest]) -> None:
-        """Prefills the prompts of ``taken`` that no earlier prefill holds, once each, grouped by bucket."""
-        missing: dict[int, list[tuple[int, ...]]] = {}
+        """Prefills the prompts of ``taken`` that no earlier prefill holds, once each: whole prompts grouped by
+        bucket, prompts with a head as tails over it (grouped by head and tail bucket), missing heads first."""
+        whole: dict[int, list[tuple[int, ...]]] = {}
+        tails: dict[tuple[tuple[int, ...], int], list[tuple[int, ...]]] = {}
         for r in taken:
-            prompt = tuple(r.prompt)
-            p = bucket(len(prompt), self.config.prompt_bucket)
-            if prompt not in self._prefixes and prompt not in missing.get(p, ()):
-                missing.setdefault(p, []).append(prompt)
-        rows = self.config.prefill_rows
-        for p, prompts in sorted(missing.items()):
-            for start in range(0, len(prompts), rows):
-                chunk = prompts[start:start + rows]
-                tokens = np.zeros((rows, p), np.int32)
-                lengths = np.ones((rows,), np.int32)
-                for i, prompt in enumerate(chunk):
-                    tokens[i, :len(prompt)] = prompt
-                    lengths[i] = len(prompt)
+            prompt, h = tuple(r.prompt), self._head_len.get(id(r), 0)
+            if (prompt, h) in self._prefixes:
+                continue
+            group = (whole.setdefault(bucket(len(prompt), self.config.prompt_bucket), []) if not h else
+                     tails.setdefault((prompt[:h], bucket(len(prompt) - h, self.config.prompt_bucket)), []))
+            if prompt not in group:
+                group.append(prompt)
+        heads = {head: bucket(len(head), self.config.prompt_bucket) for head, _ in tails if head not in self._heads}
+        fresh: dict[tuple[int, ...], tuple[Any, int]] = {}  # this call's heads, kept even if the cache drops them
+
+        def keep_head(head, found):
+            fresh[head] = found
+            self._keep_head(head, found)
+
+        for p in sorted(set(heads.values())):
+            self._prefill_whole([head for head, hp in heads.items() if hp == p], p, keep_head)
+        for p, prompts in sorted(whole.items()):
+            self._prefill_whole(prompts, p, lambda prompt, found: self._prefixes.__setitem__((prompt, 0), found))
+        for (head, p), prompts in sorted(tails.items()):
+            if head in self._heads:
+                self._heads.move_to_end(head)
+            (k, v, _), row = fresh.get(head) or self._heads[head]
+            h = len(head)
+            for chunk, tokens, lengths in self._chunks([prompt[h:] for prompt in prompts], p):
                 with activation_context(self._mesh):
-                    result = _prefill(self.graphdef, self.params, self._layers, *self._put(
-                        (tokens, lengths, np.int32(len(chunk)))))
+                    result = _prefill_after_head(self.graphdef, self.params, self._layers, k, v, *self._put(
+                        (np.int32(row), np.int32(h), tokens, lengths, np.int32(len(chunk)))))
                 self.stats.prefill_computed += len(chunk) * p
-                for i, prompt in enumerate(chunk):
-                    self._prefixes[prompt] = (result, i)
+                for i, tail in enumerate(chunk):
+                    self._prefixes[head + tail, h] = (result, i)
+
+    def _chunks(self, prompts: Sequence[tuple[int, ...]], p: int):
+        """``prompts`` in calls of at most ``prefill_rows``: (chunk, right-padded tokens [R, p], lengths [R])."""
+        rows = self.config.prefill_rows
+        for start in range(0, len(prompts), rows):
+            chunk = prompts[start:start + rows]
+            tokens = np.zeros((rows, p), np.int32)
+            lengths = np.ones((rows,), np.int32)
+            for i, prompt in enumerate(chunk):
+                tokens[i, :len(prompt)] = prompt
+                lengths[i] = len(prompt)
+            yield chunk, tokens, lengths
+
+    def _prefill_whole(self, prompts: Sequence[tuple[int, ...]], p: int, keep) -> None:
+        """Prefills ``prompts`` (all of bucket ``p``) from position 0; ``keep(prompt, (result, row))`` files each."""
+        for chunk, tokens, lengths in self._chunks(prompts, p):
+            with activation_context(self._mesh):
+                result = _prefill(self.graphdef, self.params, self._layers, *self._put(
+                    (tokens, lengths, np.int32(len(chunk)))))
+            self.stats.prefill_computed += len(chunk) * p
+            for i, prompt in enumerate(chunk):
+                keep(prompt, (result, i))
+
+    def _keep_head(self, head: tuple[int, ...], found: tuple[Any, int]) -> None:
+        """Files a head's prefill, dropping the least recently used heads past ``head_cache_tokens``."""
+        self._heads[head] = found
+        cost = lambda h: bucket(len(h), self.config.prompt_bucket)
+        while len(self._heads) > 1 and sum(map(cost, self._heads)) > self.config.head_cache_tokens:
+            self._heads.popitem(last=False)
 
     def _insert(self, result: Any, group: Sequence[tuple[int, int, EngineRequest]]) -> None:
         s = self.config.rows

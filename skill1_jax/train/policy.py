@@ -214,8 +214,11 @@ class EngineGeneration(Generation):
         prompt_ids = encode_prompts(self.tokenizer, [r.prompt for r in requests])
         overlong = overlong_prompts(self.generation, stage, requests, prompt_ids)
         index, limit = STAGES.index(stage), stage_limit(self.generation, stage)
+        # A rollout's play turns share their head (system prompt, injected skill, task: paper Appendix G's template
+        # puts the turn history after them), which the engine then prefills once.
+        key = (lambda r: r.rollout) if stage == "action" else (lambda r: None)
         self.engine.submit([EngineRequest(prompt=tuple(ids), identity=(index, r.rollout, r.turn), max_new_tokens=limit,
-                                          stop_set=index, tag=(r, over))
+                                          stop_set=index, tag=(r, over), prefix_key=key(r))
                             for r, ids, over in zip(requests, prompt_ids, overlong)])
 
     @property

@@ -1,7 +1,8 @@
 """A rollout stage shaped like the paper's ALFWorld stage, through the static sampler and through the rollout engine
 in the same run, and the engine's requests through vLLM's CPU backend (its own venv).
 
-Run from the repo root:  .venv/bin/python benchmarks/rollout.py [--small]   (writes benchmarks/results/rollout.json)
+Run from the repo root:  .venv/bin/python benchmarks/rollout.py   (writes benchmarks/results/rollout.json; ``--small``: a
+seconds-long smoke run into rollout_small.json, which is not kept in the repository)
 
 Model: the shipped demo policy's architecture (Qwen2, vocabulary 1,536, 4 layers of width 128, ~1 M params) with
 random weights (seed 0), float32, saved as an HF directory with the demo's tokenizer so that vLLM loads the same
@@ -82,7 +83,8 @@ def vllm_worker(spec_path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--small", action="store_true", help="a seconds-long smoke run (4 tasks x 2, 4 turns)")
+    parser.add_argument("--small", action="store_true",
+                        help="a seconds-long smoke run (4 tasks x 2, 4 turns) into rollout_small.json")
     parser.add_argument("--tasks", type=int, default=32)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-turns", type=int, default=50)
@@ -91,10 +93,12 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=128)
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--no-vllm", action="store_true")
-    parser.add_argument("--out", default=OUT)
+    parser.add_argument("--out", default=None, help=f"result JSON (default {OUT}; --small: rollout_small.json)")
     args = parser.parse_args()
     if args.small:
         args.tasks, args.group, args.max_turns, args.slots, args.no_vllm = 4, 2, 4, 8, True
+    if args.out is None:  # a smoke run never replaces the saved result
+        args.out = OUT.replace("rollout.json", "rollout_small.json") if args.small else OUT
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(REPO, ".cache", "jax"))
     sys.path.insert(0, REPO)

@@ -459,13 +459,12 @@ class Engine:
         self.cache_length = config.cache_length
         self._state = _empty_state_program(model.cfg, jnp.dtype(model.compute_dtype).name, config.rows,
                                            self.cache_length, sampling.max_new_tokens, self._mesh, replicated)()
-        self._queue: collections.deque[EngineRequest] = collections.deque()
+        self._queue: collections.deque[tuple[EngineRequest, int]] = collections.deque()  # (request, head length)
         self._slot_request: list[EngineRequest | None] = [None] * config.slots  # slots past ``slots`` stay free
         self._length = [0] * config.slots  # filled cache slots per slot, as of the last boundary
         self._waiting: collections.Counter = collections.Counter()  # queued requests per (prompt, head length)
         self._prefixes: dict[tuple[tuple[int, ...], int], tuple[Any, int]] = {}  # (prompt, head) -> (prefill, row)
         self._last_prompt: dict[Hashable, tuple[int, ...]] = {}  # prefix key -> its latest prompt
-        self._head_len: dict[int, int] = {}  # id(queued request) -> its head's length (absent: no head)
         self._heads: collections.OrderedDict[tuple[int, ...], tuple[Any, int]] = collections.OrderedDict()
         self._steps = 0  # decode steps run, as of the last boundary
         self.stats = EngineStats()
@@ -485,7 +484,7 @@ class Engine:
         needed = 0
         for r in requests:
             h = self._head_of(r)
-            self._queue.append(r)
+            self._queue.append((r, h))
             self._waiting[tuple(r.prompt), h] += 1
             self.stats.prefill_requested += len(r.prompt)
             padded = (bucket(len(r.prompt), self.config.prompt_bucket) if not h else
@@ -504,10 +503,7 @@ class Engine:
         common = next((i for i, (a, b) in enumerate(zip(r.prompt, previous)) if a != b), min(len(r.prompt),
                                                                                              len(previous)))
         h = min(common, len(r.prompt) - 1) // granule * granule  # whole granules, and a tail of at least a token
-        if h < 2 * granule:
-            return 0
-        self._head_len[id(r)] = h
-        return h
+        return h if h >= 2 * granule else 0
 
     @property
     def busy(self) -> bool:
@@ -548,8 +544,8 @@ class Engine:
             return
         self._prefill_missing(taken)
         groups: dict[int, tuple[Any, list[tuple[int, int, EngineRequest]]]] = {}
-        for slot, r in zip(free, taken):
-            prompt = (tuple(r.prompt), self._head_len.pop(id(r), 0))
+        for slot, (r, h) in zip(free, taken):
+            prompt = (tuple(r.prompt), h)
             result, row = self._prefixes[prompt]
             groups.setdefault(id(result), (result, []))[1].append((slot, row, r))
             self._slot_request[slot], self._length[slot] = r, len(r.prompt)
@@ -559,13 +555,13 @@ class Engine:
         for result, group in groups.values():
             self._insert(result, group)
 
-    def _prefill_missing(self, taken: Sequence[EngineRequest]) -> None:
+    def _prefill_missing(self, taken: Sequence[tuple[EngineRequest, int]]) -> None:
         """Prefills the prompts of ``taken`` that no earlier prefill holds, once each: whole prompts grouped by
         bucket, prompts with a head as tails over it (grouped by head and tail bucket), missing heads first."""
         whole: dict[int, list[tuple[int, ...]]] = {}
         tails: dict[tuple[tuple[int, ...], int], list[tuple[int, ...]]] = {}
-        for r in taken:
-            prompt, h = tuple(r.prompt), self._head_len.get(id(r), 0)
+        for r, h in taken:
+            prompt = tuple(r.prompt)
             if (prompt, h) in self._prefixes:
                 continue
             group = (whole.setdefault(bucket(len(prompt), self.config.prompt_bucket), []) if not h else
